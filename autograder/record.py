@@ -45,6 +45,15 @@ def enrolled_students(course: Course) -> set[str]:
         return {student.id for student in gradebook.students}
 
 
+def knows_assignment(course: Course, assignment: str) -> bool:
+    """Whether the gradebook holds the assignment's test cells (nbgrader puts them there on release)."""
+    with Gradebook(course.db_url) as gradebook:
+        try:
+            return bool(gradebook.find_assignment(assignment).notebooks)
+        except MissingEntry:
+            return False
+
+
 def assignment_max_score(course: Course, assignment: str) -> float:
     with Gradebook(course.db_url) as gradebook:
         try:

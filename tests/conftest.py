@@ -1,0 +1,50 @@
+"""Shared fixtures: a scratch copy of the course, so tests never touch the TA's gradebook."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from autograder.course import Course
+from autograder.grade import grade_assignment
+from autograder.samples import install_samples
+
+REPO = Path(__file__).resolve().parent.parent
+COURSE_FILES = ("source", "release", "samples", "nbgrader_config.py")
+
+
+def assignments() -> list[str]:
+    return sorted(p.name for p in (REPO / "source").iterdir() if p.is_dir())
+
+
+def copy_course(destination: Path) -> Course:
+    for name in COURSE_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, destination / name)
+        elif src.is_file():
+            shutil.copy2(src, destination / name)
+    return Course.open(destination)
+
+
+@pytest.fixture
+def course(tmp_path: Path) -> Course:
+    return copy_course(tmp_path / "course")
+
+
+@pytest.fixture(scope="session")
+def graded_samples(tmp_path_factory: pytest.TempPathFactory):
+    """Every assignment's bundled samples, graded once for the whole session."""
+    course = copy_course(tmp_path_factory.mktemp("graded") / "course")
+    results = {}
+
+    def grade(assignment: str):
+        if assignment not in results:
+            samples = install_samples(course, assignment)
+            rows, _ = grade_assignment(course, assignment, [s.student for s in samples], progress=False)
+            results[assignment] = (course, samples, {row.student: row for row in rows})
+        return results[assignment]
+
+    return grade
