@@ -32,6 +32,8 @@ __all__ = [
     "check_finite",
     "check_not_mutated",
     "check_raises",
+    "check_answer",
+    "answer_digest",
     "forbid",
     "ForbiddenCallError",
 ]
@@ -209,3 +211,26 @@ def forbid(*qualnames: str, hint: str | None = None) -> Iterator[None]:
     finally:
         for owner, attr, original in reversed(saved):
             setattr(owner, attr, original)
+
+
+# -- self-checking answers ---------------------------------------------------
+# "Predict the output" questions ship only a digest of the right answer, so a
+# student can check an answer without being able to read the key.
+
+_ANSWER_SALT = "lossfn-course"
+
+
+def answer_digest(answer: Any) -> str:
+    """A short digest of a normalised answer: case, spaces and quotes don't matter."""
+    import hashlib
+
+    normal = " ".join(str(answer).strip().lower().replace('"', "'").split())
+    return hashlib.sha256(f"{_ANSWER_SALT}:{normal}".encode()).hexdigest()[:16]
+
+
+def check_answer(answer: Any, digest: str, *, what: str, hint: str | None = None) -> None:
+    """Fail unless ``answer`` hashes to ``digest``."""
+    if answer is None or answer == "":
+        _fail(f"{what}: no answer given yet", hint)
+    if answer_digest(answer) != digest:
+        _fail(f"{what}: {answer!r} is not the right answer", hint)
