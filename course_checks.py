@@ -234,3 +234,28 @@ def check_answer(answer: Any, digest: str, *, what: str, hint: str | None = None
         _fail(f"{what}: no answer given yet", hint)
     if answer_digest(answer) != digest:
         _fail(f"{what}: {answer!r} is not the right answer", hint)
+
+
+# -- assignment 02 (softmax and cross-entropy) --------------------------------
+# A student function that crashes on a fixture (a broadcast error from a
+# missing keepdim, say) would otherwise report only PyTorch's message; this
+# turns the crash into a diagnosis that names the likely mistake.
+
+
+def check_runs(fn: Callable[..., Any], *args: Any, what: str, hint: str | None = None, **kwargs: Any) -> Any:
+    """Call ``fn`` and return its result; if it raises, fail with the error and ``hint``.
+
+    Failed checks (``AssertionError``) and unfinished exercises
+    (``NotImplementedError``) pass through unchanged: they already say what is wrong.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except (AssertionError, NotImplementedError):
+        raise
+    except Exception as err:  # noqa: BLE001 - the crash is the finding
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        _fail(f"{what} raised {type(err).__name__}: {first_line}", hint)
+
+
+__all__.append("check_runs")
+TEST_CELL_NAMES = TEST_CELL_NAMES | {"check_runs"}

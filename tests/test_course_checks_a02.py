@@ -1,0 +1,43 @@
+"""Unit tests for the check helpers added for assignment 02."""
+
+import pytest
+import torch
+
+import course_checks
+from course_checks import ForbiddenCallError, check_runs, forbid
+
+
+def test_check_runs_returns_the_result():
+    assert check_runs(lambda x, scale=1: x * scale, 3, scale=2, what="double") == 6
+
+
+def test_check_runs_turns_a_crash_into_a_diagnosis():
+    def broadcast_bug(x):
+        return x - x.max(dim=1).values
+
+    with pytest.raises(AssertionError) as info:
+        check_runs(broadcast_bug, torch.zeros(4, 3), what="softmax of a (4, 3) input", hint="use keepdim=True")
+    message = str(info.value)
+    assert message.startswith("softmax of a (4, 3) input raised RuntimeError: The size of tensor a (3)")
+    assert message.endswith("Likely mistake: use keepdim=True")
+    assert "\n" not in message
+
+
+def test_check_runs_passes_failed_checks_and_unfinished_work_through():
+    def unfinished():
+        raise NotImplementedError()
+
+    with pytest.raises(NotImplementedError):
+        check_runs(unfinished, what="unfinished", hint="never shown")
+
+    def forbidden():
+        return torch.softmax(torch.zeros(2), dim=0)
+
+    with forbid("torch.softmax", hint="from scratch"), pytest.raises(ForbiddenCallError) as info:
+        check_runs(forbidden, what="softmax", hint="never shown")
+    assert "never shown" not in str(info.value)
+
+
+def test_check_runs_is_a_test_cell_name():
+    assert "check_runs" in course_checks.__all__
+    assert "check_runs" in course_checks.TEST_CELL_NAMES
