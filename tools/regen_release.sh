@@ -5,7 +5,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-cp -r "$repo/source" "$repo/nbgrader_config.py" "$scratch/"
+# -L: source/<assignment>/course_checks.py is a link to the one shared module
+cp -rL "$repo/source" "$repo/nbgrader_config.py" "$scratch/"
 for assignment in "$@"; do
   PATH="$repo/.venv/bin:$PATH" "$repo/.venv/bin/autograder" release "$assignment" --course "$scratch"
   rm -rf "$repo/release/$assignment"

@@ -1,0 +1,345 @@
+"""Check helpers shared by every assignment's visible and hidden tests.
+
+Each check raises ``AssertionError`` with a one-line message that says what
+was checked, what went wrong, and -- through ``hint`` -- the mistake that
+most likely caused it.  The same module is imported by the notebooks a
+student runs and by the grader, so a message a student sees while working
+is the message the grader writes into their feedback.
+
+Test cells may use only: names defined by the student's solution cells,
+``torch``, ``np``, ``math``, ``F`` and the names exported here (see
+``TEST_CELL_NAMES``).  That contract lets the grader run tests outside the
+student's process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import math
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "rel_error",
+    "check",
+    "check_close",
+    "check_shape",
+    "check_dtype",
+    "check_finite",
+    "check_not_mutated",
+    "check_raises",
+    "check_answer",
+    "answer_digest",
+    "forbid",
+    "ForbiddenCallError",
+]
+
+#: Names besides the student's own that a test cell may use.
+TEST_CELL_NAMES = frozenset({"torch", "np", "math", "F", *__all__})
+
+
+class ForbiddenCallError(AssertionError):
+    """A from-scratch exercise called the library function it should replace."""
+
+
+def _fail(message: str, hint: str | None) -> None:
+    if hint:
+        message = f"{message}. Likely mistake: {hint}"
+    raise AssertionError(message)
+
+
+def _as_tensor(value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    return torch.as_tensor(value)
+
+
+def rel_error(x: Any, y: Any) -> float:
+    """Largest elementwise |x - y| / max(1e-8, |x| + |y|); 0.0 when both are 0."""
+    x = _as_tensor(x).detach().double()
+    y = _as_tensor(y).detach().double()
+    if x.numel() == 0:
+        return 0.0
+    denom = (x.abs() + y.abs()).clamp_min(1e-8)
+    return float(((x - y).abs() / denom).max())
+
+
+def check(condition: bool, message: str, *, hint: str | None = None) -> None:
+    """Plain assertion with a diagnosis; for checks no other helper covers."""
+    if not condition:
+        _fail(message, hint)
+
+
+def check_shape(value: Any, shape: Sequence[int], *, what: str, hint: str | None = None) -> None:
+    actual = tuple(getattr(value, "shape", ()))
+    if actual != tuple(shape):
+        _fail(f"{what} has shape {actual}, expected {tuple(shape)}", hint)
+
+
+def check_dtype(value: Any, dtype: Any, *, what: str, hint: str | None = None) -> None:
+    actual = getattr(value, "dtype", type(value).__name__)
+    if actual != dtype:
+        _fail(f"{what} has dtype {actual}, expected {dtype}", hint)
+
+
+def check_finite(value: Any, *, what: str, hint: str | None = None) -> None:
+    tensor = _as_tensor(value)
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        _fail(f"{what} has {bad} non-finite value(s) (nan or inf)", hint)
+
+
+def check_close(
+    actual: Any,
+    expected: Any,
+    *,
+    what: str,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    hint: str | None = None,
+) -> None:
+    """Compare values like ``torch.allclose`` and say where and by how much they differ."""
+    if not isinstance(actual, (torch.Tensor, np.ndarray, int, float, list, tuple)):
+        _fail(f"{what} is a {type(actual).__name__}, expected a tensor or number", hint)
+    got = _as_tensor(actual).detach()
+    want = _as_tensor(expected).detach()
+    if got.shape != want.shape:
+        _fail(f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}", hint)
+    if got.numel() == 0:
+        return
+    got64, want64 = got.double(), want.double()
+    both_nan = torch.isnan(got64) & torch.isnan(want64)
+    same_inf = torch.isinf(got64) & (got64 == want64)
+    within = (got64 - want64).abs() <= atol + rtol * want64.abs()
+    ok = both_nan | same_inf | within
+    if bool(ok.all()):
+        return
+    diff = torch.where(ok, torch.zeros_like(got64), (got64 - want64).abs().nan_to_num(math.inf))
+    flat = int(diff.argmax())
+    where = tuple(int(i) for i in np.unravel_index(flat, tuple(got.shape))) if got.dim() else ()
+    bad = int((~ok).sum())
+    _fail(
+        f"{what}: {bad} of {got.numel()} value(s) off; worst at index {where}: "
+        f"got {got64.reshape(-1)[flat].item():.6g}, expected {want64.reshape(-1)[flat].item():.6g} "
+        f"(rtol={rtol:g}, atol={atol:g})",
+        hint,
+    )
+
+
+def _clone_args(values: Any) -> Any:
+    if isinstance(values, torch.Tensor):
+        return values.detach().clone()
+    if isinstance(values, np.ndarray):
+        return values.copy()
+    if isinstance(values, (list, tuple)):
+        return type(values)(_clone_args(v) for v in values)
+    if isinstance(values, dict):
+        return {k: _clone_args(v) for k, v in values.items()}
+    return values
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and bool(torch.equal(a.detach(), b))
+    if isinstance(a, np.ndarray):
+        return np.array_equal(a, b)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def check_not_mutated(fn: Callable[..., Any], *args: Any, what: str, hint: str | None = None, **kwargs: Any) -> Any:
+    """Call ``fn`` and fail if it changed any of its arguments in place; return its result."""
+    before = _clone_args((args, kwargs))
+    result = fn(*args, **kwargs)
+    if not _same((args, kwargs), before):
+        _fail(f"{what} changed its input in place", hint or "use `x = x - ...` instead of `x -= ...`")
+    return result
+
+
+def check_raises(
+    exception: type[BaseException], fn: Callable[..., Any], *args: Any, what: str, hint: str | None = None, **kwargs: Any
+) -> None:
+    """Fail unless ``fn(*args, **kwargs)`` raises ``exception``."""
+    try:
+        fn(*args, **kwargs)
+    except exception:
+        return
+    except Exception as err:  # noqa: BLE001 - the wrong exception is a finding, not a crash
+        _fail(f"{what} raised {type(err).__name__}, expected {exception.__name__}", hint)
+    _fail(f"{what} returned normally, expected it to raise {exception.__name__}", hint)
+
+
+def _resolve(qualname: str) -> tuple[Any, str]:
+    module_name, _, attr = qualname.rpartition(".")
+    try:
+        return importlib.import_module(module_name), attr
+    except ModuleNotFoundError:
+        owner_name, _, owner_attr = module_name.rpartition(".")
+        return getattr(importlib.import_module(owner_name), owner_attr), attr
+
+
+@contextlib.contextmanager
+def forbid(*qualnames: str, hint: str | None = None) -> Iterator[None]:
+    """Make the named library functions raise while the block runs.
+
+    Names are dotted strings (``"torch.softmax"``, ``"torch.Tensor.softmax"``)
+    so the grader can forward the same rule into a sandboxed process.
+    """
+    saved = []
+    for qualname in qualnames:
+        owner, attr = _resolve(qualname)
+        original = getattr(owner, attr)
+
+        def refuse(*_args: Any, _name: str = qualname, **_kwargs: Any) -> Any:
+            message = f"this exercise is from scratch, but your code called {_name}"
+            raise ForbiddenCallError(f"{message}. Likely mistake: {hint}" if hint else message)
+
+        functools.update_wrapper(refuse, original, updated=())
+        saved.append((owner, attr, original))
+        setattr(owner, attr, refuse)
+    try:
+        yield
+    finally:
+        for owner, attr, original in reversed(saved):
+            setattr(owner, attr, original)
+
+
+# -- self-checking answers ---------------------------------------------------
+# "Predict the output" questions ship only a digest of the right answer, so a
+# student can check an answer without being able to read the key.
+
+_ANSWER_SALT = "lossfn-course"
+
+
+def answer_digest(answer: Any) -> str:
+    """A short digest of a normalised answer: case, spaces and quotes don't matter."""
+    import hashlib
+
+    normal = " ".join(str(answer).strip().lower().replace('"', "'").split())
+    return hashlib.sha256(f"{_ANSWER_SALT}:{normal}".encode()).hexdigest()[:16]
+
+
+def check_answer(answer: Any, digest: str, *, what: str, hint: str | None = None) -> None:
+    """Fail unless ``answer`` hashes to ``digest``."""
+    if answer is None or answer == "":
+        _fail(f"{what}: no answer given yet", hint)
+    if answer_digest(answer) != digest:
+        _fail(f"{what}: {answer!r} is not the right answer", hint)
+
+
+# -- assignment 02 (softmax and cross-entropy) --------------------------------
+# A student function that crashes on a fixture (a broadcast error from a
+# missing keepdim, say) would otherwise report only PyTorch's message; this
+# turns the crash into a diagnosis that names the likely mistake.
+
+
+def check_runs(fn: Callable[..., Any], *args: Any, what: str, hint: str | None = None, **kwargs: Any) -> Any:
+    """Call ``fn`` and return its result; if it raises, fail with the error and ``hint``.
+
+    Failed checks (``AssertionError``) and unfinished exercises
+    (``NotImplementedError``) pass through unchanged: they already say what is wrong.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except (AssertionError, NotImplementedError):
+        raise
+    except Exception as err:  # noqa: BLE001 - the crash is the finding
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        _fail(f"{what} raised {type(err).__name__}: {first_line}", hint)
+
+
+__all__.append("check_runs")
+TEST_CELL_NAMES = TEST_CELL_NAMES | {"check_runs"}
+
+
+# -- assignments 06 and 07: models and optimizer references from plain data --
+# A grader that runs test cells in a separate process cannot hand a student a
+# live model or optimizer, only the recipe for one: layer sizes and a seed.
+
+__all__ += ["make_mlp", "torch_sgd_run", "check_each_close"]
+TEST_CELL_NAMES = TEST_CELL_NAMES | {"make_mlp", "torch_sgd_run", "check_each_close"}
+
+
+def make_mlp(sizes: Sequence[int], seed: int = 0) -> torch.nn.Sequential:
+    """``nn.Sequential(Linear, Sigmoid, Linear, ...)`` for ``sizes`` such as ``(16, 8, 2)``.
+
+    Weights and biases come from a seeded normal, so the same arguments always
+    give the same model and no two weights are equal (a constant start can hide
+    a wrong update).  The global random state is left alone.
+    """
+    if len(sizes) < 2:
+        raise ValueError("make_mlp needs at least an input and an output size")
+    generator = torch.Generator().manual_seed(seed)
+    layers: list[torch.nn.Module] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        if layers:
+            layers.append(torch.nn.Sigmoid())
+        # skip_init: the default init would draw from, and so move, the global RNG.
+        layer = torch.nn.utils.skip_init(torch.nn.Linear, fan_in, fan_out)
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(fan_out, fan_in, generator=generator) / math.sqrt(fan_in))
+            layer.bias.copy_(0.1 * torch.randn(fan_out, generator=generator))
+        layers.append(layer)
+    return torch.nn.Sequential(*layers)
+
+
+def torch_sgd_run(
+    sizes: Sequence[int],
+    seed: int,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    lrs: Sequence[float],
+    *,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+) -> dict[str, list]:
+    """Reference run: ``torch.optim.SGD`` on ``make_mlp(sizes, seed)`` with cross-entropy.
+
+    Step ``k`` uses batch ``batches[k]`` and learning rate ``lrs[k]``.  Returns
+    ``{"losses": [loss before each step, as float], "params": [parameters after the last step]}``.
+    """
+    if len(batches) != len(lrs):
+        raise ValueError(f"{len(batches)} batches but {len(lrs)} learning rates")
+    model = make_mlp(sizes, seed)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=lrs[0], momentum=momentum, dampening=dampening,
+        nesterov=nesterov, weight_decay=weight_decay,
+    )
+    losses = []
+    for (inputs, targets), lr in zip(batches, lrs):
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": [p.detach().clone() for p in model.parameters()]}
+
+
+def check_each_close(
+    actual: Any,
+    expected: Sequence[Any],
+    *,
+    what: str,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    hint: str | None = None,
+) -> None:
+    """``check_close`` on two equally long sequences of tensors (a model's parameters, say)."""
+    if not isinstance(actual, (list, tuple)):
+        _fail(f"{what} is a {type(actual).__name__}, expected a list of {len(expected)} tensors", hint)
+    if len(actual) != len(expected):
+        _fail(f"{what} has {len(actual)} entries, expected {len(expected)}", hint)
+    for index, (got, want) in enumerate(zip(actual, expected)):
+        check_close(got, want, what=f"{what}[{index}]", rtol=rtol, atol=atol, hint=hint)
