@@ -259,3 +259,87 @@ def check_runs(fn: Callable[..., Any], *args: Any, what: str, hint: str | None =
 
 __all__.append("check_runs")
 TEST_CELL_NAMES = TEST_CELL_NAMES | {"check_runs"}
+
+
+# -- assignments 06 and 07: models and optimizer references from plain data --
+# A grader that runs test cells in a separate process cannot hand a student a
+# live model or optimizer, only the recipe for one: layer sizes and a seed.
+
+__all__ += ["make_mlp", "torch_sgd_run", "check_each_close"]
+TEST_CELL_NAMES = TEST_CELL_NAMES | {"make_mlp", "torch_sgd_run", "check_each_close"}
+
+
+def make_mlp(sizes: Sequence[int], seed: int = 0) -> torch.nn.Sequential:
+    """``nn.Sequential(Linear, Sigmoid, Linear, ...)`` for ``sizes`` such as ``(16, 8, 2)``.
+
+    Weights and biases come from a seeded normal, so the same arguments always
+    give the same model and no two weights are equal (a constant start can hide
+    a wrong update).  The global random state is left alone.
+    """
+    if len(sizes) < 2:
+        raise ValueError("make_mlp needs at least an input and an output size")
+    generator = torch.Generator().manual_seed(seed)
+    layers: list[torch.nn.Module] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        if layers:
+            layers.append(torch.nn.Sigmoid())
+        # skip_init: the default init would draw from, and so move, the global RNG.
+        layer = torch.nn.utils.skip_init(torch.nn.Linear, fan_in, fan_out)
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(fan_out, fan_in, generator=generator) / math.sqrt(fan_in))
+            layer.bias.copy_(0.1 * torch.randn(fan_out, generator=generator))
+        layers.append(layer)
+    return torch.nn.Sequential(*layers)
+
+
+def torch_sgd_run(
+    sizes: Sequence[int],
+    seed: int,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    lrs: Sequence[float],
+    *,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+) -> dict[str, list]:
+    """Reference run: ``torch.optim.SGD`` on ``make_mlp(sizes, seed)`` with cross-entropy.
+
+    Step ``k`` uses batch ``batches[k]`` and learning rate ``lrs[k]``.  Returns
+    ``{"losses": [loss before each step, as float], "params": [parameters after the last step]}``.
+    """
+    if len(batches) != len(lrs):
+        raise ValueError(f"{len(batches)} batches but {len(lrs)} learning rates")
+    model = make_mlp(sizes, seed)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=lrs[0], momentum=momentum, dampening=dampening,
+        nesterov=nesterov, weight_decay=weight_decay,
+    )
+    losses = []
+    for (inputs, targets), lr in zip(batches, lrs):
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": [p.detach().clone() for p in model.parameters()]}
+
+
+def check_each_close(
+    actual: Any,
+    expected: Sequence[Any],
+    *,
+    what: str,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    hint: str | None = None,
+) -> None:
+    """``check_close`` on two equally long sequences of tensors (a model's parameters, say)."""
+    if not isinstance(actual, (list, tuple)):
+        _fail(f"{what} is a {type(actual).__name__}, expected a list of {len(expected)} tensors", hint)
+    if len(actual) != len(expected):
+        _fail(f"{what} has {len(actual)} entries, expected {len(expected)}", hint)
+    for index, (got, want) in enumerate(zip(actual, expected)):
+        check_close(got, want, what=f"{what}[{index}]", rtol=rtol, atol=atol, hint=hint)

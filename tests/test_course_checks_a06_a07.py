@@ -1,0 +1,81 @@
+"""The A06/A07 helpers: seeded models, the torch.optim.SGD reference run, list comparisons."""
+
+import pytest
+import torch
+
+import course_checks as cc
+
+
+def _batches(steps, n=6, d=16, classes=2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(n, d, generator=generator)
+    targets = torch.randint(0, classes, (n,), generator=generator)
+    return [(inputs, targets)] * steps
+
+
+def test_make_mlp_builds_linear_sigmoid_linear_with_the_requested_sizes():
+    model = cc.make_mlp((16, 8, 2), seed=0)
+    assert [type(layer).__name__ for layer in model] == ["Linear", "Sigmoid", "Linear"]
+    assert model[0].weight.shape == (8, 16) and model[2].bias.shape == (2,)
+    deeper = cc.make_mlp((5, 7, 7, 3), seed=1)
+    assert [type(layer).__name__ for layer in deeper] == ["Linear", "Sigmoid", "Linear", "Sigmoid", "Linear"]
+
+
+def test_make_mlp_is_deterministic_non_uniform_and_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(123)
+    first, second = cc.make_mlp((4, 3, 2), seed=7), cc.make_mlp((4, 3, 2), seed=7)
+    assert torch.equal(torch.rand(3), expected_draw), "make_mlp moved the global RNG"
+    for a, b in zip(first.parameters(), second.parameters()):
+        assert torch.equal(a, b) and a.requires_grad and a.is_leaf
+        assert a.unique().numel() == a.numel(), "weights must all differ"
+    other = cc.make_mlp((4, 3, 2), seed=8)
+    assert not torch.equal(first[0].weight, other[0].weight)
+
+
+def test_make_mlp_rejects_a_single_size():
+    with pytest.raises(ValueError):
+        cc.make_mlp((4,), seed=0)
+
+
+def test_torch_sgd_run_matches_a_hand_written_optimizer_loop():
+    batches, lrs = _batches(4), [0.5, 0.5, 0.05, 0.05]
+    result = cc.torch_sgd_run((16, 8, 2), 0, batches, lrs, momentum=0.9, nesterov=True, weight_decay=0.01)
+    model = cc.make_mlp((16, 8, 2), seed=0)
+    buffers = [None] * 4
+    losses = []
+    for (inputs, targets), lr in zip(batches, lrs):
+        loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        losses.append(loss.item())
+        with torch.no_grad():
+            for k, (p, g) in enumerate(zip(model.parameters(), grads)):
+                g = g + 0.01 * p
+                buffers[k] = g.clone() if buffers[k] is None else 0.9 * buffers[k] + g
+                p -= lr * (g + 0.9 * buffers[k])
+    assert all(isinstance(v, float) for v in result["losses"])
+    assert result["losses"] == pytest.approx(losses, abs=1e-6)
+    for got, want in zip(result["params"], model.parameters()):
+        torch.testing.assert_close(got, want.detach(), rtol=0, atol=1e-6)
+    assert not any(p.requires_grad for p in result["params"])
+
+
+def test_torch_sgd_run_needs_one_learning_rate_per_batch():
+    with pytest.raises(ValueError, match="learning rates"):
+        cc.torch_sgd_run((4, 2), 0, _batches(3, d=4), [0.1, 0.1])
+
+
+def test_check_each_close_names_the_entry_and_counts():
+    cc.check_each_close([torch.ones(2), torch.zeros(3)], [torch.ones(2), torch.zeros(3)], what="params")
+    with pytest.raises(AssertionError, match=r"params\[1\].*Likely mistake: zero"):
+        cc.check_each_close([torch.ones(2), torch.ones(3)], [torch.ones(2), torch.zeros(3)], what="params", hint="zero")
+    with pytest.raises(AssertionError, match="1 entries, expected 2"):
+        cc.check_each_close([torch.ones(2)], [torch.ones(2), torch.zeros(3)], what="params")
+    with pytest.raises(AssertionError, match="expected a list"):
+        cc.check_each_close(torch.ones(2), [torch.ones(2)], what="params")
+
+
+def test_new_helpers_are_exported_to_test_cells():
+    for name in ("make_mlp", "torch_sgd_run", "check_each_close"):
+        assert name in cc.__all__ and name in cc.TEST_CELL_NAMES
