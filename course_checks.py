@@ -257,8 +257,29 @@ def check_runs(fn: Callable[..., Any], *args: Any, what: str, hint: str | None =
         _fail(f"{what} raised {type(err).__name__}: {first_line}", hint)
 
 
-__all__.append("check_runs")
-TEST_CELL_NAMES = TEST_CELL_NAMES | {"check_runs"}
+#: Library softmax functions a from-scratch exercise must not call: ``forbid(*LIBRARY_SOFTMAX)``.
+LIBRARY_SOFTMAX = (
+    "torch.softmax",
+    "torch.Tensor.softmax",
+    "torch.nn.functional.softmax",
+    "torch.special.softmax",
+    "torch.log_softmax",
+    "torch.Tensor.log_softmax",
+    "torch.nn.functional.log_softmax",
+    "torch.special.log_softmax",
+)
+
+#: Library losses and log-sum-exp a from-scratch cross-entropy must not call.
+LIBRARY_CROSS_ENTROPY = (
+    "torch.nn.functional.cross_entropy",
+    "torch.nn.functional.nll_loss",
+    "torch.logsumexp",
+    "torch.Tensor.logsumexp",
+    "torch.special.logsumexp",
+)
+
+__all__ += ["check_runs", "LIBRARY_SOFTMAX", "LIBRARY_CROSS_ENTROPY"]
+TEST_CELL_NAMES = TEST_CELL_NAMES | {"check_runs", "LIBRARY_SOFTMAX", "LIBRARY_CROSS_ENTROPY"}
 
 
 # -- assignments 06 and 07: models and optimizer references from plain data --

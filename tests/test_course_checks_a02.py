@@ -41,3 +41,24 @@ def test_check_runs_passes_failed_checks_and_unfinished_work_through():
 def test_check_runs_is_a_test_cell_name():
     assert "check_runs" in course_checks.__all__
     assert "check_runs" in course_checks.TEST_CELL_NAMES
+
+
+@pytest.mark.parametrize("name", course_checks.LIBRARY_SOFTMAX + course_checks.LIBRARY_CROSS_ENTROPY)
+def test_every_library_name_can_be_forbidden_and_is_restored(name):
+    owner_name, _, attr = name.rpartition(".")
+    owner = torch.Tensor if owner_name == "torch.Tensor" else eval(owner_name, {"torch": torch})
+    original = getattr(owner, attr)
+    with forbid(name, hint="from scratch"):
+        with pytest.raises(ForbiddenCallError):
+            if owner is torch.Tensor:
+                getattr(torch.zeros(2, 3), attr)(1)
+            elif attr == "cross_entropy" or attr == "nll_loss":
+                getattr(owner, attr)(torch.zeros(2, 3), torch.tensor([0, 1]))
+            else:
+                getattr(owner, attr)(torch.zeros(2, 3), 1)
+    assert getattr(owner, attr) is original
+
+
+def test_library_names_are_test_cell_names():
+    assert {"LIBRARY_SOFTMAX", "LIBRARY_CROSS_ENTROPY"} <= set(course_checks.__all__)
+    assert {"LIBRARY_SOFTMAX", "LIBRARY_CROSS_ENTROPY"} <= course_checks.TEST_CELL_NAMES
