@@ -364,3 +364,25 @@ def check_each_close(
         _fail(f"{what} has {len(actual)} entries, expected {len(expected)}", hint)
     for index, (got, want) in enumerate(zip(actual, expected)):
         check_close(got, want, what=f"{what}[{index}]", rtol=rtol, atol=atol, hint=hint)
+
+
+# -- assignment 04 (predict-the-output quiz) ----------------------------------
+# The release leaves each quiz answer as None ahead of nbgrader's
+# `raise NotImplementedError()` stub.  An unanswered question must say so,
+# and what to delete, instead of reporting a wrong answer; an answer that is
+# not an option's letter must say that, not "wrong".
+
+__all__.append("check_choice")
+TEST_CELL_NAMES = TEST_CELL_NAMES | {"check_choice"}
+
+
+def check_choice(answer: Any, digest: str, *, what: str, choices: str = "abcd", hint: str | None = None) -> None:
+    """Check a multiple-choice answer, one letter of ``choices``, against the digest of the key."""
+    letters = ", ".join(repr(c) for c in choices)
+    if answer is None or (isinstance(answer, str) and not answer.strip()):
+        _fail(f"{what}: no answer given yet; set it to one of {letters} "
+              "and delete the `raise NotImplementedError()` line", None)
+    letter = str(answer).strip().strip("()").strip().lower()
+    if len(letter) != 1 or letter not in choices:
+        _fail(f"{what}: {answer!r} is not one of the options {letters}", "answer with the option's letter only, e.g. 'b'")
+    check_answer(letter, digest, what=what, hint=hint)
