@@ -366,6 +366,77 @@ def check_each_close(
         check_close(got, want, what=f"{what}[{index}]", rtol=rtol, atol=atol, hint=hint)
 
 
+# -- assignments 08 and 09: 2-D objectives, a generated data set, a classifier --
+# Optimizer paths are compared on objectives the grader can rebuild by name, and
+# training loops on data and models it can rebuild from a seed: nothing is
+# downloaded and no live object crosses the student boundary.
+
+__all__ += ["rosenbrock", "quadratic_2d", "OBJECTIVES_2D", "make_spirals", "make_classifier"]
+TEST_CELL_NAMES = TEST_CELL_NAMES | {"rosenbrock", "quadratic_2d", "OBJECTIVES_2D", "make_spirals", "make_classifier"}
+
+
+def rosenbrock(point: torch.Tensor) -> torch.Tensor:
+    """(1 - x)^2 + 100 (y - x^2)^2 at ``point = (x, y)``: a curved valley with its minimum 0 at (1, 1)."""
+    x, y = point[0], point[1]
+    return (1 - x) ** 2 + 100 * (y - x**2) ** 2
+
+
+def quadratic_2d(point: torch.Tensor) -> torch.Tensor:
+    """0.1 x^2 + 2 y^2: a bowl 20 times steeper along y than along x, minimum 0 at (0, 0)."""
+    x, y = point[0], point[1]
+    return 0.1 * x**2 + 2 * y**2
+
+
+#: The objectives an exercise may name by string.
+OBJECTIVES_2D = {"rosenbrock": rosenbrock, "quadratic": quadratic_2d}
+
+
+def make_spirals(
+    num_per_class: int, num_classes: int = 3, *, noise: float = 0.2, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interleaved 2-D spiral arms, one per class: ``(X, y)`` with X float32 (N, 2), y long (N,).
+
+    Rows come in a seeded random order, so any prefix is a fair sample of every
+    class.  The arms are not linearly separable: a linear model stays near
+    chance, a small MLP reaches well above 90 %.  The global RNG is untouched.
+    """
+    if num_per_class < 1 or num_classes < 2:
+        raise ValueError("make_spirals needs at least one point per class and two classes")
+    generator = torch.Generator().manual_seed(seed)
+    radius = torch.linspace(0.05, 1.0, num_per_class)
+    points, labels = [], []
+    for label in range(num_classes):
+        start = label * 2 * math.pi / num_classes
+        angle = start + 1.25 * math.pi * radius + noise * torch.randn(num_per_class, generator=generator)
+        points.append(torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1))
+        labels.append(torch.full((num_per_class,), label, dtype=torch.long))
+    order = torch.randperm(num_per_class * num_classes, generator=generator)
+    return torch.cat(points)[order].float(), torch.cat(labels)[order]
+
+
+def make_classifier(
+    in_features: int, hidden: int, num_classes: int, *, dropout: float = 0.0, seed: int = 0
+) -> torch.nn.Sequential:
+    """``nn.Sequential(Linear, ReLU, Dropout(dropout), Linear)``, the same for the same arguments.
+
+    Weights follow PyTorch's default uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    but from a seeded generator, so the global RNG is untouched.  The Dropout
+    layer is always there (p may be 0), so ``model[0]`` and ``model[3]`` are
+    always the two Linear layers; with ``dropout > 0`` train and eval mode differ.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    layers = []
+    for fan_in, fan_out in ((in_features, hidden), (hidden, num_classes)):
+        # skip_init: the default init would draw from, and so move, the global RNG.
+        layer = torch.nn.utils.skip_init(torch.nn.Linear, fan_in, fan_out)
+        bound = 1.0 / math.sqrt(fan_in)
+        with torch.no_grad():
+            layer.weight.copy_((2 * torch.rand(fan_out, fan_in, generator=generator) - 1) * bound)
+            layer.bias.copy_((2 * torch.rand(fan_out, generator=generator) - 1) * bound)
+        layers.append(layer)
+    return torch.nn.Sequential(layers[0], torch.nn.ReLU(), torch.nn.Dropout(dropout), layers[1])
+
+
 # -- assignment 04 (predict-the-output quiz) ----------------------------------
 # The release leaves each quiz answer as None ahead of nbgrader's
 # `raise NotImplementedError()` stub.  An unanswered question must say so,
@@ -386,3 +457,34 @@ def check_choice(answer: Any, digest: str, *, what: str, choices: str = "abcd", 
     if len(letter) != 1 or letter not in choices:
         _fail(f"{what}: {answer!r} is not one of the options {letters}", "answer with the option's letter only, e.g. 'b'")
     check_answer(letter, digest, what=what, hint=hint)
+
+
+# -- assignments 03 and 05: a multi-label image tagger --------------------------
+# Assignment 03 evaluates a model with 19 sigmoid outputs, the shape of the
+# image tagger in the course notes, built from torch alone (no torchvision).
+
+__all__ += ["multilabel_image_model"]
+TEST_CELL_NAMES = TEST_CELL_NAMES | {"multilabel_image_model"}
+
+
+def multilabel_image_model(num_labels: int = 19, *, seed: int = 0, dropout: float = 0.5) -> torch.nn.Sequential:
+    """A small image tagger: (N, 3, H, W) images to (N, num_labels) logits, one per label.
+
+    A convolutional trunk, dropout and a Linear head with one output per label,
+    small enough to run on a CPU in milliseconds.  It returns logits (no
+    sigmoid), for ``BCEWithLogitsLoss``.  The same seed gives the same weights,
+    and the global RNG is left as it was.  With ``dropout > 0``, training and
+    evaluation mode give different outputs.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, kernel_size=3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 16, kernel_size=3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Dropout(dropout),
+            torch.nn.Linear(16, num_labels),
+        )

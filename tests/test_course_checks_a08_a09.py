@@ -1,0 +1,64 @@
+"""The A08/A09 helpers: the named 2-D objectives, the spiral data set and the seeded classifier."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import course_checks as cc
+
+
+def test_objectives_have_their_minimum_where_documented_and_are_differentiable():
+    assert float(cc.rosenbrock(torch.tensor([1.0, 1.0]))) == 0.0
+    assert float(cc.rosenbrock(torch.tensor([-1.5, 2.0]))) == pytest.approx(2.5**2 + 100 * 0.25**2)
+    assert float(cc.quadratic_2d(torch.tensor([0.0, 0.0]))) == 0.0
+    point = torch.tensor([-5.0, -2.0], dtype=torch.float64, requires_grad=True)
+    cc.quadratic_2d(point).backward()
+    assert point.grad.tolist() == pytest.approx([-1.0, -8.0])
+    assert cc.OBJECTIVES_2D == {"rosenbrock": cc.rosenbrock, "quadratic": cc.quadratic_2d}
+
+
+def test_make_spirals_shapes_dtypes_balance_and_determinism():
+    X, y = cc.make_spirals(50, num_classes=4, seed=3)
+    assert X.shape == (200, 2) and X.dtype == torch.float32
+    assert y.shape == (200,) and y.dtype == torch.long
+    assert torch.bincount(y).tolist() == [50, 50, 50, 50]
+    assert len(set(y[:20].tolist())) > 1, "rows must come shuffled, not sorted by class"
+    X2, y2 = cc.make_spirals(50, num_classes=4, seed=3)
+    assert torch.equal(X, X2) and torch.equal(y, y2)
+    assert not torch.equal(X, cc.make_spirals(50, num_classes=4, seed=4)[0])
+
+
+def test_make_spirals_leaves_the_global_rng_alone_and_rejects_bad_sizes():
+    torch.manual_seed(5)
+    expected = torch.rand(2)
+    torch.manual_seed(5)
+    cc.make_spirals(10)
+    assert torch.equal(torch.rand(2), expected)
+    with pytest.raises(ValueError):
+        cc.make_spirals(0)
+    with pytest.raises(ValueError):
+        cc.make_spirals(10, num_classes=1)
+
+
+def test_make_classifier_layout_determinism_and_global_rng():
+    torch.manual_seed(11)
+    expected = torch.rand(2)
+    torch.manual_seed(11)
+    model = cc.make_classifier(2, 16, 3, dropout=0.5, seed=2)
+    assert torch.equal(torch.rand(2), expected), "make_classifier moved the global RNG"
+    assert [type(layer).__name__ for layer in model] == ["Linear", "ReLU", "Dropout", "Linear"]
+    assert model[0].weight.shape == (16, 2) and model[3].weight.shape == (3, 16) and model[2].p == 0.5
+    assert model[0].weight.abs().max() <= 1 / math.sqrt(2) and model[3].weight.abs().max() <= 1 / 4
+    again = cc.make_classifier(2, 16, 3, dropout=0.5, seed=2)
+    for a, b in zip(model.parameters(), again.parameters()):
+        assert torch.equal(a, b) and a.requires_grad and a.is_leaf
+    assert not torch.equal(model[0].weight, cc.make_classifier(2, 16, 3, seed=3)[0].weight)
+
+
+def test_make_classifier_starts_near_chance_on_spirals():
+    X, y = cc.make_spirals(100, seed=0)
+    for seed in range(3):
+        loss = F.cross_entropy(cc.make_classifier(2, 64, 3, seed=seed)(X), y)
+        assert abs(float(loss) - math.log(3)) < 0.1
