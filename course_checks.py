@@ -482,7 +482,12 @@ TEST_CELL_NAMES = TEST_CELL_NAMES | {"check_choice"}
 
 
 def check_choice(answer: Any, digest: str, *, what: str, choices: str = "abcd", hint: str | None = None) -> None:
-    """Check a multiple-choice answer, one letter of ``choices``, against the digest of the key."""
+    """Check a multiple-choice answer, one letter of ``choices``, against the key's digest.
+
+    The digest is ``answer_digest(f"{what}: {key}")``: qualifying the letter
+    with the question keeps two questions with the same key from showing the
+    same digest.
+    """
     letters = ", ".join(repr(c) for c in choices)
     if answer is None or (isinstance(answer, str) and not answer.strip()):
         _fail(f"{what}: no answer given yet; set it to one of {letters} "
@@ -490,7 +495,8 @@ def check_choice(answer: Any, digest: str, *, what: str, choices: str = "abcd", 
     letter = str(answer).strip().strip("()").strip().lower()
     if len(letter) != 1 or letter not in choices:
         _fail(f"{what}: {answer!r} is not one of the options {letters}", "answer with the option's letter only, e.g. 'b'")
-    check_answer(letter, digest, what=what, hint=hint)
+    if answer_digest(f"{what}: {letter}") != digest:
+        _fail(f"{what}: {letter!r} is not the right answer", hint)
 
 
 # -- assignments 03 and 05: a multi-label image tagger --------------------------

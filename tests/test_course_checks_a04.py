@@ -4,7 +4,7 @@ import pytest
 
 import course_checks as cc
 
-KEY = cc.answer_digest("c")
+KEY = cc.answer_digest("question 1: c")
 
 
 @pytest.mark.parametrize("answer", ["c", "C", " c ", "(c)", "( C )"])
@@ -35,10 +35,16 @@ def test_check_choice_reports_a_wrong_letter_with_the_hint():
 
 
 def test_check_choice_honours_other_choice_sets():
-    cc.check_choice("e", cc.answer_digest("e"), what="question 9", choices="abcde")
+    cc.check_choice("e", cc.answer_digest("question 9: e"), what="question 9", choices="abcde")
     with pytest.raises(AssertionError, match="'a', 'b', 'c'"):
         cc.check_choice("d", KEY, what="question 9", choices="abc")
 
 
 def test_check_choice_is_a_test_cell_name():
     assert "check_choice" in cc.TEST_CELL_NAMES and "check_choice" in cc.__all__
+
+
+def test_check_choice_digests_depend_on_the_question():
+    cc.check_choice("c", cc.answer_digest("question 2: c"), what="question 2")
+    with pytest.raises(AssertionError, match="not the right answer"):
+        cc.check_choice("c", KEY, what="question 2")
