@@ -79,3 +79,49 @@ def test_check_each_close_names_the_entry_and_counts():
 def test_new_helpers_are_exported_to_test_cells():
     for name in ("make_mlp", "torch_sgd_run", "check_each_close"):
         assert name in cc.__all__ and name in cc.TEST_CELL_NAMES
+
+
+# -- A06's "predict the output" key, re-checked on the pinned torch -----------
+
+def _fresh_w():
+    return torch.tensor([1.0, 2.0], requires_grad=True)
+
+
+def _quiz_outcomes():
+    outcomes = {}
+    w = _fresh_w()
+    (3 * w).sum().backward()
+    (3 * w).sum().backward()
+    outcomes["accumulate"] = w.grad.tolist()
+    w = _fresh_w()
+    loss = (w * w).sum()
+    loss.backward()
+    try:
+        loss.backward()
+        outcomes["second_backward"] = w.grad.tolist()
+    except RuntimeError:
+        outcomes["second_backward"] = "RuntimeError"
+    w = _fresh_w()
+    with torch.no_grad():
+        z = w * 2
+    outcomes["no_grad"] = (z.requires_grad, z.is_leaf)
+    w = _fresh_w()
+    d = w.detach()
+    d[0] = 10.0
+    outcomes["detach"] = (w.tolist(), w.requires_grad)
+    return outcomes
+
+
+def test_a06_quiz_key_matches_pinned_torch():
+    meaning = {
+        "accumulate": {"a": [3.0, 3.0], "b": [6.0, 6.0], "c": [3.0, 6.0], "d": None},
+        "second_backward": {"a": [4.0, 8.0], "b": [2.0, 4.0], "c": "RuntimeError", "d": [0.0, 0.0]},
+        "no_grad": {"a": (True, False), "b": (True, True), "c": (False, False), "d": (False, True)},
+        "detach": {"a": ([10.0, 2.0], True), "b": ([1.0, 2.0], True), "c": "RuntimeError", "d": ([10.0, 2.0], False)},
+    }
+    digests = {"accumulate": "155d573a5d64fc8c", "second_backward": "19e079500162b403",
+               "no_grad": "7dbd233daf4e68ef", "detach": "bc0127c700b7da40"}
+    for question, outcome in _quiz_outcomes().items():
+        right = [letter for letter, value in meaning[question].items() if value == outcome]
+        assert len(right) == 1, f"{question}: outcome {outcome!r} matches options {right}"
+        cc.check_answer(right[0], digests[question], what=question)
