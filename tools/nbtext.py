@@ -107,7 +107,7 @@ def dump(nb: nbformat.NotebookNode) -> str:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) == 3 and argv[0] == "dump":
+    if len(argv) == 2 and argv[0] == "dump":
         sys.stdout.write(dump(nbformat.read(argv[1], as_version=4)))
         return
     if len(argv) == 3 and argv[0] == "build":
