@@ -187,6 +187,31 @@ def _resolve(qualname: str) -> tuple[Any, str]:
         return getattr(importlib.import_module(owner_name), owner_attr), attr
 
 
+#: The forbid(...) blocks open right now, outermost first.  The grader reads
+#: them (``active_forbids``) to repeat each rule inside the sandboxed process
+#: that runs the student's code, and lifts them (``_forbids_lifted``) while its
+#: own machinery copies values across.
+_ACTIVE_FORBIDS: list[tuple[tuple[str, ...], str | None, list[tuple[Any, str, Any]]]] = []
+
+
+def active_forbids() -> tuple[tuple[tuple[str, ...], str | None], ...]:
+    """The forbid(...) blocks open now, outermost first, as ``(qualnames, hint)``."""
+    return tuple((names, hint) for names, hint, _ in _ACTIVE_FORBIDS)
+
+
+@contextlib.contextmanager
+def _forbids_lifted() -> Iterator[None]:
+    """Put the real functions back for the duration of the block, then forbid them again."""
+    patched = [(owner, attr, getattr(owner, attr), original) for _, _, saved in _ACTIVE_FORBIDS for owner, attr, original in saved]
+    for owner, attr, _, original in reversed(patched):
+        setattr(owner, attr, original)
+    try:
+        yield
+    finally:
+        for owner, attr, refusing, _ in patched:
+            setattr(owner, attr, refusing)
+
+
 @contextlib.contextmanager
 def forbid(*qualnames: str, hint: str | None = None) -> Iterator[None]:
     """Make the named library functions raise while the block runs.
@@ -194,21 +219,30 @@ def forbid(*qualnames: str, hint: str | None = None) -> Iterator[None]:
     Names are dotted strings (``"torch.softmax"``, ``"torch.Tensor.softmax"``)
     so the grader can forward the same rule into a sandboxed process.
     """
-    saved = []
-    for qualname in qualnames:
-        owner, attr = _resolve(qualname)
-        original = getattr(owner, attr)
+    saved: list[tuple[Any, str, Any]] = []
+    try:
+        for qualname in qualnames:
+            owner, attr = _resolve(qualname)
+            original = getattr(owner, attr)
 
-        def refuse(*_args: Any, _name: str = qualname, **_kwargs: Any) -> Any:
-            message = f"this exercise is from scratch, but your code called {_name}"
-            raise ForbiddenCallError(f"{message}. Likely mistake: {hint}" if hint else message)
+            def refuse(*_args: Any, _name: str = qualname, **_kwargs: Any) -> Any:
+                message = f"this exercise is from scratch, but your code called {_name}"
+                raise ForbiddenCallError(f"{message}. Likely mistake: {hint}" if hint else message)
 
-        functools.update_wrapper(refuse, original, updated=())
-        saved.append((owner, attr, original))
-        setattr(owner, attr, refuse)
+            functools.update_wrapper(refuse, original, updated=())
+            saved.append((owner, attr, original))
+            setattr(owner, attr, refuse)
+    except BaseException:
+        # A misspelt name must not leave the earlier ones patched for good: the
+        # grader runs every student's tests in one process.
+        for owner, attr, original in reversed(saved):
+            setattr(owner, attr, original)
+        raise
+    _ACTIVE_FORBIDS.append((tuple(qualnames), hint, saved))
     try:
         yield
     finally:
+        _ACTIVE_FORBIDS.pop()
         for owner, attr, original in reversed(saved):
             setattr(owner, attr, original)
 
@@ -448,7 +482,12 @@ TEST_CELL_NAMES = TEST_CELL_NAMES | {"check_choice"}
 
 
 def check_choice(answer: Any, digest: str, *, what: str, choices: str = "abcd", hint: str | None = None) -> None:
-    """Check a multiple-choice answer, one letter of ``choices``, against the digest of the key."""
+    """Check a multiple-choice answer, one letter of ``choices``, against the key's digest.
+
+    The digest is ``answer_digest(f"{what}: {key}")``: qualifying the letter
+    with the question keeps two questions with the same key from showing the
+    same digest.
+    """
     letters = ", ".join(repr(c) for c in choices)
     if answer is None or (isinstance(answer, str) and not answer.strip()):
         _fail(f"{what}: no answer given yet; set it to one of {letters} "
@@ -456,7 +495,8 @@ def check_choice(answer: Any, digest: str, *, what: str, choices: str = "abcd", 
     letter = str(answer).strip().strip("()").strip().lower()
     if len(letter) != 1 or letter not in choices:
         _fail(f"{what}: {answer!r} is not one of the options {letters}", "answer with the option's letter only, e.g. 'b'")
-    check_answer(letter, digest, what=what, hint=hint)
+    if answer_digest(f"{what}: {letter}") != digest:
+        _fail(f"{what}: {letter!r} is not the right answer", hint)
 
 
 # -- assignments 03 and 05: a multi-label image tagger --------------------------
