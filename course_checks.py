@@ -528,34 +528,3 @@ def multilabel_image_model(num_labels: int = 19, *, seed: int = 0, dropout: floa
             torch.nn.Dropout(dropout),
             torch.nn.Linear(16, num_labels),
         )
-
-
-# -- assignments 03 and 05: a multi-label image tagger --------------------------
-# Assignment 03 evaluates a model with 19 sigmoid outputs, the shape of the
-# image tagger in the course notes, built from torch alone (no torchvision).
-
-__all__ += ["multilabel_image_model"]
-TEST_CELL_NAMES = TEST_CELL_NAMES | {"multilabel_image_model"}
-
-
-def multilabel_image_model(num_labels: int = 19, *, seed: int = 0, dropout: float = 0.5) -> torch.nn.Sequential:
-    """A small image tagger: (N, 3, H, W) images to (N, num_labels) logits, one per label.
-
-    A convolutional trunk, dropout and a Linear head with one output per label,
-    small enough to run on a CPU in milliseconds.  It returns logits (no
-    sigmoid), for ``BCEWithLogitsLoss``.  The same seed gives the same weights,
-    and the global RNG is left as it was.  With ``dropout > 0``, training and
-    evaluation mode give different outputs.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, kernel_size=3, stride=2, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(8, 16, kernel_size=3, stride=2, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(1),
-            torch.nn.Flatten(),
-            torch.nn.Dropout(dropout),
-            torch.nn.Linear(16, num_labels),
-        )
