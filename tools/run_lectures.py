@@ -22,6 +22,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 REPO = Path(__file__).resolve().parent.parent
 LECTURES = REPO / "notebooks"
@@ -118,9 +119,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("paths", nargs="*", type=Path, help="notebooks to run (default: every notebooks/*.ipynb)")
     parser.add_argument("--check", action="store_true", help="write nothing; fail if committed outputs are stale")
     args = parser.parse_args(argv)
-    stale = 0
+    stale = failed = 0
     for path in args.paths or lecture_paths():
-        fresh, seconds = execute(path)
+        try:
+            fresh, seconds = execute(path)
+        except CellExecutionError as error:
+            failed += 1
+            print(f"FAILED {path}: a cell raised; nothing written\n{error}")
+            continue
         if args.check:
             difference = first_difference(nbformat.read(path, as_version=4), fresh)
             if difference:
@@ -134,7 +140,7 @@ def main(argv: list[str]) -> int:
             print(f"ran   {path} ({seconds:.1f} s)")
     if stale:
         print(f"{stale} stale notebook(s): regenerate with python tools/run_lectures.py")
-    return 1 if stale else 0
+    return 1 if stale or failed else 0
 
 
 if __name__ == "__main__":
