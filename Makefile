@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test release lab clean
+.PHONY: demo test release lectures lab clean
 
 $(STAMP): pyproject.toml
 	rm -rf $(VENV)
@@ -26,6 +26,10 @@ test: $(STAMP)
 
 release: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/autograder release
+
+# Re-execute the lecture notebooks in place (they are committed with outputs).
+lectures: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tools/run_lectures.py
 
 lab: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter lab
