@@ -48,12 +48,32 @@ def kernel_environment() -> dict[str, str]:
     return {**env, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def merge_streams(outputs: list) -> list:
+    """Join consecutive chunks of the same stream: the kernel splits printed text at
+    arbitrary points that vary with machine load."""
+    merged: list = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if (
+            output.get("output_type") == "stream"
+            and previous is not None
+            and previous.get("output_type") == "stream"
+            and previous.get("name") == output.get("name")
+        ):
+            previous["text"] = previous["text"] + output["text"]
+        else:
+            merged.append(output)
+    return merged
+
+
 def normalize(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Drop everything that differs between two runs of the same code."""
     notebook.metadata = nbformat.from_dict(NOTEBOOK_METADATA)
     for cell in notebook.cells:
         for key in VOLATILE_CELL_METADATA:
             cell.metadata.pop(key, None)
+        if cell.cell_type == "code":
+            cell.outputs = merge_streams(cell.outputs)
         for output in cell.get("outputs", []):
             output.pop("transient", None)
     return notebook
@@ -86,7 +106,8 @@ def output_signature(notebook: nbformat.NotebookNode) -> list[tuple]:
         if cell.cell_type != "code":
             continue
         outputs = []
-        for output in cell.get("outputs", []):
+        for output in merge_streams([dict(o) for o in cell.get("outputs", [])]):
+            output = nbformat.from_dict(output)
             if output.output_type == "stream":
                 outputs.append(("stream", output.name, output.text))
             elif output.output_type in ("execute_result", "display_data"):
