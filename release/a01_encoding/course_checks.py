@@ -187,6 +187,31 @@ def _resolve(qualname: str) -> tuple[Any, str]:
         return getattr(importlib.import_module(owner_name), owner_attr), attr
 
 
+#: The forbid(...) blocks open right now, outermost first.  The grader reads
+#: them (``active_forbids``) to repeat each rule inside the sandboxed process
+#: that runs the student's code, and lifts them (``_forbids_lifted``) while its
+#: own machinery copies values across.
+_ACTIVE_FORBIDS: list[tuple[tuple[str, ...], str | None, list[tuple[Any, str, Any]]]] = []
+
+
+def active_forbids() -> tuple[tuple[tuple[str, ...], str | None], ...]:
+    """The forbid(...) blocks open now, outermost first, as ``(qualnames, hint)``."""
+    return tuple((names, hint) for names, hint, _ in _ACTIVE_FORBIDS)
+
+
+@contextlib.contextmanager
+def _forbids_lifted() -> Iterator[None]:
+    """Put the real functions back for the duration of the block, then forbid them again."""
+    patched = [(owner, attr, getattr(owner, attr), original) for _, _, saved in _ACTIVE_FORBIDS for owner, attr, original in saved]
+    for owner, attr, _, original in reversed(patched):
+        setattr(owner, attr, original)
+    try:
+        yield
+    finally:
+        for owner, attr, refusing, _ in patched:
+            setattr(owner, attr, refusing)
+
+
 @contextlib.contextmanager
 def forbid(*qualnames: str, hint: str | None = None) -> Iterator[None]:
     """Make the named library functions raise while the block runs.
@@ -194,21 +219,30 @@ def forbid(*qualnames: str, hint: str | None = None) -> Iterator[None]:
     Names are dotted strings (``"torch.softmax"``, ``"torch.Tensor.softmax"``)
     so the grader can forward the same rule into a sandboxed process.
     """
-    saved = []
-    for qualname in qualnames:
-        owner, attr = _resolve(qualname)
-        original = getattr(owner, attr)
+    saved: list[tuple[Any, str, Any]] = []
+    try:
+        for qualname in qualnames:
+            owner, attr = _resolve(qualname)
+            original = getattr(owner, attr)
 
-        def refuse(*_args: Any, _name: str = qualname, **_kwargs: Any) -> Any:
-            message = f"this exercise is from scratch, but your code called {_name}"
-            raise ForbiddenCallError(f"{message}. Likely mistake: {hint}" if hint else message)
+            def refuse(*_args: Any, _name: str = qualname, **_kwargs: Any) -> Any:
+                message = f"this exercise is from scratch, but your code called {_name}"
+                raise ForbiddenCallError(f"{message}. Likely mistake: {hint}" if hint else message)
 
-        functools.update_wrapper(refuse, original, updated=())
-        saved.append((owner, attr, original))
-        setattr(owner, attr, refuse)
+            functools.update_wrapper(refuse, original, updated=())
+            saved.append((owner, attr, original))
+            setattr(owner, attr, refuse)
+    except BaseException:
+        # A misspelt name must not leave the earlier ones patched for good: the
+        # grader runs every student's tests in one process.
+        for owner, attr, original in reversed(saved):
+            setattr(owner, attr, original)
+        raise
+    _ACTIVE_FORBIDS.append((tuple(qualnames), hint, saved))
     try:
         yield
     finally:
+        _ACTIVE_FORBIDS.pop()
         for owner, attr, original in reversed(saved):
             setattr(owner, attr, original)
 
@@ -257,8 +291,29 @@ def check_runs(fn: Callable[..., Any], *args: Any, what: str, hint: str | None =
         _fail(f"{what} raised {type(err).__name__}: {first_line}", hint)
 
 
-__all__.append("check_runs")
-TEST_CELL_NAMES = TEST_CELL_NAMES | {"check_runs"}
+#: Library softmax functions a from-scratch exercise must not call: ``forbid(*LIBRARY_SOFTMAX)``.
+LIBRARY_SOFTMAX = (
+    "torch.softmax",
+    "torch.Tensor.softmax",
+    "torch.nn.functional.softmax",
+    "torch.special.softmax",
+    "torch.log_softmax",
+    "torch.Tensor.log_softmax",
+    "torch.nn.functional.log_softmax",
+    "torch.special.log_softmax",
+)
+
+#: Library losses and log-sum-exp a from-scratch cross-entropy must not call.
+LIBRARY_CROSS_ENTROPY = (
+    "torch.nn.functional.cross_entropy",
+    "torch.nn.functional.nll_loss",
+    "torch.logsumexp",
+    "torch.Tensor.logsumexp",
+    "torch.special.logsumexp",
+)
+
+__all__ += ["check_runs", "LIBRARY_SOFTMAX", "LIBRARY_CROSS_ENTROPY"]
+TEST_CELL_NAMES = TEST_CELL_NAMES | {"check_runs", "LIBRARY_SOFTMAX", "LIBRARY_CROSS_ENTROPY"}
 
 
 # -- assignments 06 and 07: models and optimizer references from plain data --
@@ -343,3 +398,133 @@ def check_each_close(
         _fail(f"{what} has {len(actual)} entries, expected {len(expected)}", hint)
     for index, (got, want) in enumerate(zip(actual, expected)):
         check_close(got, want, what=f"{what}[{index}]", rtol=rtol, atol=atol, hint=hint)
+
+
+# -- assignments 08 and 09: 2-D objectives, a generated data set, a classifier --
+# Optimizer paths are compared on objectives the grader can rebuild by name, and
+# training loops on data and models it can rebuild from a seed: nothing is
+# downloaded and no live object crosses the student boundary.
+
+__all__ += ["rosenbrock", "quadratic_2d", "OBJECTIVES_2D", "make_spirals", "make_classifier"]
+TEST_CELL_NAMES = TEST_CELL_NAMES | {"rosenbrock", "quadratic_2d", "OBJECTIVES_2D", "make_spirals", "make_classifier"}
+
+
+def rosenbrock(point: torch.Tensor) -> torch.Tensor:
+    """(1 - x)^2 + 100 (y - x^2)^2 at ``point = (x, y)``: a curved valley with its minimum 0 at (1, 1)."""
+    x, y = point[0], point[1]
+    return (1 - x) ** 2 + 100 * (y - x**2) ** 2
+
+
+def quadratic_2d(point: torch.Tensor) -> torch.Tensor:
+    """0.1 x^2 + 2 y^2: a bowl 20 times steeper along y than along x, minimum 0 at (0, 0)."""
+    x, y = point[0], point[1]
+    return 0.1 * x**2 + 2 * y**2
+
+
+#: The objectives an exercise may name by string.
+OBJECTIVES_2D = {"rosenbrock": rosenbrock, "quadratic": quadratic_2d}
+
+
+def make_spirals(
+    num_per_class: int, num_classes: int = 3, *, noise: float = 0.2, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interleaved 2-D spiral arms, one per class: ``(X, y)`` with X float32 (N, 2), y long (N,).
+
+    Rows come in a seeded random order, so any prefix is a fair sample of every
+    class.  The arms are not linearly separable: a linear model stays near
+    chance, a small MLP reaches well above 90 %.  The global RNG is untouched.
+    """
+    if num_per_class < 1 or num_classes < 2:
+        raise ValueError("make_spirals needs at least one point per class and two classes")
+    generator = torch.Generator().manual_seed(seed)
+    radius = torch.linspace(0.05, 1.0, num_per_class)
+    points, labels = [], []
+    for label in range(num_classes):
+        start = label * 2 * math.pi / num_classes
+        angle = start + 1.25 * math.pi * radius + noise * torch.randn(num_per_class, generator=generator)
+        points.append(torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1))
+        labels.append(torch.full((num_per_class,), label, dtype=torch.long))
+    order = torch.randperm(num_per_class * num_classes, generator=generator)
+    return torch.cat(points)[order].float(), torch.cat(labels)[order]
+
+
+def make_classifier(
+    in_features: int, hidden: int, num_classes: int, *, dropout: float = 0.0, seed: int = 0
+) -> torch.nn.Sequential:
+    """``nn.Sequential(Linear, ReLU, Dropout(dropout), Linear)``, the same for the same arguments.
+
+    Weights follow PyTorch's default uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    but from a seeded generator, so the global RNG is untouched.  The Dropout
+    layer is always there (p may be 0), so ``model[0]`` and ``model[3]`` are
+    always the two Linear layers; with ``dropout > 0`` train and eval mode differ.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    layers = []
+    for fan_in, fan_out in ((in_features, hidden), (hidden, num_classes)):
+        # skip_init: the default init would draw from, and so move, the global RNG.
+        layer = torch.nn.utils.skip_init(torch.nn.Linear, fan_in, fan_out)
+        bound = 1.0 / math.sqrt(fan_in)
+        with torch.no_grad():
+            layer.weight.copy_((2 * torch.rand(fan_out, fan_in, generator=generator) - 1) * bound)
+            layer.bias.copy_((2 * torch.rand(fan_out, generator=generator) - 1) * bound)
+        layers.append(layer)
+    return torch.nn.Sequential(layers[0], torch.nn.ReLU(), torch.nn.Dropout(dropout), layers[1])
+
+
+# -- assignment 04 (predict-the-output quiz) ----------------------------------
+# The release leaves each quiz answer as None ahead of nbgrader's
+# `raise NotImplementedError()` stub.  An unanswered question must say so,
+# and what to delete, instead of reporting a wrong answer; an answer that is
+# not an option's letter must say that, not "wrong".
+
+__all__.append("check_choice")
+TEST_CELL_NAMES = TEST_CELL_NAMES | {"check_choice"}
+
+
+def check_choice(answer: Any, digest: str, *, what: str, choices: str = "abcd", hint: str | None = None) -> None:
+    """Check a multiple-choice answer, one letter of ``choices``, against the key's digest.
+
+    The digest is ``answer_digest(f"{what}: {key}")``: qualifying the letter
+    with the question keeps two questions with the same key from showing the
+    same digest.
+    """
+    letters = ", ".join(repr(c) for c in choices)
+    if answer is None or (isinstance(answer, str) and not answer.strip()):
+        _fail(f"{what}: no answer given yet; set it to one of {letters} "
+              "and delete the `raise NotImplementedError()` line", None)
+    letter = str(answer).strip().strip("()").strip().lower()
+    if len(letter) != 1 or letter not in choices:
+        _fail(f"{what}: {answer!r} is not one of the options {letters}", "answer with the option's letter only, e.g. 'b'")
+    if answer_digest(f"{what}: {letter}") != digest:
+        _fail(f"{what}: {letter!r} is not the right answer", hint)
+
+
+# -- assignments 03 and 05: a multi-label image tagger --------------------------
+# Assignment 03 evaluates a model with 19 sigmoid outputs, the shape of the
+# image tagger in the course notes, built from torch alone (no torchvision).
+
+__all__ += ["multilabel_image_model"]
+TEST_CELL_NAMES = TEST_CELL_NAMES | {"multilabel_image_model"}
+
+
+def multilabel_image_model(num_labels: int = 19, *, seed: int = 0, dropout: float = 0.5) -> torch.nn.Sequential:
+    """A small image tagger: (N, 3, H, W) images to (N, num_labels) logits, one per label.
+
+    A convolutional trunk, dropout and a Linear head with one output per label,
+    small enough to run on a CPU in milliseconds.  It returns logits (no
+    sigmoid), for ``BCEWithLogitsLoss``.  The same seed gives the same weights,
+    and the global RNG is left as it was.  With ``dropout > 0``, training and
+    evaluation mode give different outputs.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, kernel_size=3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 16, kernel_size=3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Dropout(dropout),
+            torch.nn.Linear(16, num_labels),
+        )
