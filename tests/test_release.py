@@ -53,3 +53,15 @@ def _line_is_public(line: str, source, secret_cell) -> bool:
         if line in {l.strip() for l in public.splitlines()}:
             return True
     return False
+
+
+@pytest.mark.parametrize("assignment", assignments())
+def test_assignment_ships_the_one_shared_check_module(assignment):
+    link = REPO / "source" / assignment / "course_checks.py"
+    assert link.is_symlink() and link.resolve() == (REPO / "course_checks.py").resolve(), (
+        f"source/{assignment}/course_checks.py must be a link to ../../course_checks.py, not a copy"
+    )
+    shipped = REPO / "release" / assignment / "course_checks.py"
+    assert shipped.read_bytes() == (REPO / "course_checks.py").read_bytes(), (
+        f"release/{assignment}/course_checks.py is stale: run tools/regen_release.sh {assignment}"
+    )
