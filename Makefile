@@ -16,6 +16,17 @@ $(STAMP): pyproject.toml
 	# Exactly torch 2.13.0: any looser requirement can pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	# The grader's sandbox.  Without bubblewrap, grading still runs (with resource
+	# limits only), warns loudly and says so in grades.csv.
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+			{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; } || \
+			echo "warning: could not install bubblewrap; grading will run without a sandbox"; \
+		else \
+			echo "warning: bubblewrap (bwrap) is missing; install it (apt-get install bubblewrap) to sandbox grading"; \
+		fi; \
+	fi
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,9 +1,14 @@
 """Grading engine and command line for the loss-functions course.
 
 The engine is split by stage, one module each: ``course`` (where things are),
-``collect`` (which submissions exist and whether they are readable),
-``execute`` (running them), ``record`` (gradebook and grades.csv) and
-``report`` (what a TA sees).  ``cli`` is a thin layer over them.
+``collect`` (which submissions exist, whether they are readable, and the plan
+for each notebook, with its test cells taken from the gradebook), ``sandbox``
+(the confined process student code runs in), ``execute`` (running a notebook's
+cells there), ``verdict`` (running each trusted test cell in the grader, with
+proxies for the student's names), ``record`` (gradebook, autograded/ and
+grades.csv) and ``report`` (what a TA sees).  ``wire`` is the data-only format
+between the grader and ``worker``, the program inside the sandbox.  ``cli`` is
+a thin layer over them.
 """
 
 __version__ = "0.1.0"

@@ -1,63 +1,307 @@
-"""Run a submission's notebooks and its tests.
+"""Run one submitted notebook: student cells in the sandbox, test cells in the grader.
 
-For now this drives nbgrader's own autograde converter, in process, one
-student at a time, with the course's nbgrader_config.py.
+Cells run in the submission's order.  Student code (solution cells, the
+student's own cells and restored read-only cells) goes to the sandboxed
+worker; each test cell, from the gradebook, runs here when its turn comes
+(``verdict.run_test``), so it sees the student's state at that point, as it
+would in nbgrader.
+
+Limits: each cell has ``cell_seconds`` of wall-clock time and the notebook's
+student code ``notebook_seconds`` in all.  A cell or call that runs over, or a
+worker that dies, costs only what depends on it: the worker is killed (with
+everything it started), a fresh one replays the cells that ran before (minus
+the one that broke it) and grading goes on, up to ``restarts`` times.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import nbformat
-from nbgrader.converters import Autograde
-from nbgrader.coursedir import CourseDirectory
-from nbgrader.utils import capture_log
 
-from .collect import Submission
-from .course import Course
-from .status import Status
+from . import sandbox, wire
+from .collect import Plan, PlannedCell
+from .verdict import DIED, GAVE_UP, MEMORY, PROTOCOL, TIMEOUT, Interrupted, Verdict, is_memory_error, run_test, visible_source
 
 
-@dataclass(frozen=True)
-class Outcome:
-    status: Status
-    detail: str = ""
+@dataclass
+class Event:
+    """Something that went wrong in the sandbox: a timeout, a death, a limit, a protocol breach."""
+
+    kind: str
+    detail: str
 
 
-def execute(course: Course, submission: Submission) -> Outcome:
-    config = course.config()
-    coursedir = CourseDirectory(config=config)
-    coursedir.assignment_id = submission.assignment
-    coursedir.student_id = submission.student
-    app = Autograde(coursedir=coursedir, config=config)
-    app.force = True
-    app.create_student = True
-    result = capture_log(app)
-    if not result["success"]:
-        return _failure(result.get("error") or result.get("log") or "")
-    timed_out = _timed_out_cells(course, submission)
-    if timed_out:
-        return Outcome(Status.TIMEOUT, "timed out: " + ", ".join(timed_out))
-    return Outcome(Status.GRADED)
+@dataclass
+class CellRecord:
+    """What a student cell printed and raised, for the autograded notebook."""
+
+    outputs: list[dict] = field(default_factory=list)
 
 
-def _failure(error: str) -> Outcome:
-    if "DeadKernelError" in error or "Kernel died" in error:
-        return Outcome(Status.KERNEL_DIED, "the kernel died while running the notebook")
-    if "Timeout" in error or "CellTimeoutError" in error:
-        return Outcome(Status.TIMEOUT, "the kernel stopped responding")
-    lines = [line for line in error.strip().splitlines() if line.strip()]
-    return Outcome(Status.INVALID_NOTEBOOK, lines[-1].strip() if lines else "nbgrader could not grade it")
+@dataclass
+class NotebookResult:
+    name: str
+    plan: Plan
+    verdicts: dict[str, Verdict]
+    records: dict[int, CellRecord]
+    events: list[Event]
 
 
-def _timed_out_cells(course: Course, submission: Submission) -> list[str]:
-    names = []
-    for name in course.notebook_names(submission.assignment):
-        path = course.autograded / submission.student / submission.assignment / name
-        if not path.is_file():
-            continue
-        for cell in nbformat.read(path, as_version=4).cells:
-            for output in cell.get("outputs", []):
-                if output.get("ename") == "CellTimeoutError":
-                    names.append(cell.metadata.get("nbgrader", {}).get("grade_id", cell.get("id", "?")))
-    return names
+class KernelSession:
+    """The student's process for one notebook, restarted and replayed when it breaks."""
+
+    def __init__(self, scratch: Path, limits: sandbox.Limits, mode: str) -> None:
+        self.scratch = scratch
+        self.limits = limits
+        self.mode = mode
+        self.worker: sandbox.Worker | None = None
+        self.events: list[Event] = []
+        self.history: list[tuple[int, str]] = []
+        self.poisoned: set[int] = set()
+        self.starts = 0
+        self.student_seconds = 0.0
+        self.gave_up: str | None = None
+        self._current_cell: int | None = None
+        self._seq = 0
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.kill()
+            self.worker = None
+
+    def _notebook_left(self) -> float:
+        return self.limits.notebook_seconds - self.student_seconds
+
+    def _ensure(self) -> sandbox.Worker:
+        while True:
+            if self.gave_up:
+                raise Interrupted(GAVE_UP, self.gave_up)
+            if self.worker is not None and self.worker.alive():
+                return self.worker
+            if self.worker is not None:
+                self._record_end(self.worker)
+                self.worker.kill()
+                self.worker = None
+            if self._notebook_left() <= 0:
+                self.gave_up = f"the notebook used up its {self.limits.notebook_seconds:g} s of running time"
+                self.events.append(Event(TIMEOUT, self.gave_up))
+                continue
+            if self.starts > self.limits.restarts:
+                self.gave_up = "the notebook's process kept failing, so the remaining tests were not run"
+                continue
+            self.starts += 1
+            try:
+                self.worker = sandbox.start_worker(self.scratch, self.limits, self.mode)
+            except sandbox.SandboxError as err:
+                self.gave_up = f"the sandbox could not start: {err}"
+                self.events.append(Event(DIED, self.gave_up))
+                continue
+            if not self._replay():
+                continue
+
+    def _replay(self) -> bool:
+        """Re-run the cells that ran before; False if that broke the new worker too."""
+        for index, source in self.history:
+            if index in self.poisoned:
+                continue
+            try:
+                self._send_cell(index, source)
+            except Interrupted:
+                self.poisoned.add(index)
+                return False
+        return True
+
+    def _record_end(self, worker: sandbox.Worker) -> None:
+        ended = worker.how_it_ended()
+        if ended in ("killed", "running"):
+            return
+        where = f" in cell {self._current_cell + 1}" if self._current_cell is not None else ""
+        if ended == "signal SIGXCPU":
+            self.events.append(Event(TIMEOUT, f"the notebook's process ran out of CPU time{where}"))
+        elif ended == "signal SIGXFSZ":
+            self.events.append(Event(MEMORY, f"the notebook's process wrote a file larger than the limit{where}"))
+        else:
+            self.events.append(Event(DIED, f"the notebook's process died ({ended}){where}"))
+
+    # -- requests -------------------------------------------------------------
+
+    def request(self, header: dict, blobs: list[bytes], seconds: float) -> tuple[dict, list[bytes]]:
+        """Send one request and wait for its reply within ``seconds`` (and the notebook's budget)."""
+        worker = self._ensure()
+        budget = min(seconds, self.limits.cell_seconds, self._notebook_left())
+        self._seq += 1
+        header = dict(header, seq=self._seq)
+        started = time.monotonic()
+        try:
+            wire.send(worker.channel, header, blobs, started + max(budget, 0.0))
+            reply, reply_blobs = wire.recv(worker.channel, started + max(budget, 0.0), max_frame=self.limits.frame_bytes)
+        except TimeoutError:
+            worker.kill()
+            what = "the notebook's time budget ran out" if budget >= self._notebook_left() - 0.01 else f"no answer within {budget:.3g} s"
+            self.events.append(Event(TIMEOUT, f"{what} ({_describe(header)})"))
+            raise Interrupted(TIMEOUT, f"{_describe(header)} did not finish in time: {what}") from None
+        except wire.FrameTooLarge as err:
+            worker.kill()
+            self.events.append(Event(MEMORY, f"{_describe(header)} sent back too much data: {err}"))
+            raise Interrupted(MEMORY, f"{_describe(header)} sent back more data than the grader accepts") from None
+        except wire.WireError as err:
+            worker.kill()
+            self.events.append(Event(PROTOCOL, f"the notebook's process broke the grading protocol: {err}"))
+            raise Interrupted(PROTOCOL, "the notebook's process broke the grading protocol") from None
+        except (EOFError, OSError):
+            try:
+                worker.process.wait(timeout=30)
+            except Exception:  # noqa: BLE001 - it is killed below either way
+                pass
+            self._record_end(worker)
+            worker.kill()
+            self.worker = None
+            raise Interrupted(DIED, f"the notebook's process died during {_describe(header)}") from None
+        except BaseException as err:
+            # An alarm or ^C in the middle of a reply leaves the channel unusable.
+            worker.kill()
+            if isinstance(err, Interrupted) and err.kind == TIMEOUT:
+                self.events.append(Event(TIMEOUT, f"{_describe(header)}: {err}"))
+            raise
+        finally:
+            self.student_seconds += time.monotonic() - started
+        if not isinstance(reply, dict) or reply.get("seq") != self._seq:
+            # A reply the grader did not ask for: the student's code wrote to the channel itself.
+            worker.kill()
+            self.events.append(Event(PROTOCOL, "the notebook's process broke the grading protocol"))
+            raise Interrupted(PROTOCOL, "the notebook's process broke the grading protocol")
+        error = reply.get("error")
+        if isinstance(error, dict) and is_memory_error(error):
+            self.events.append(Event(MEMORY, f"{_describe(header)} ran out of memory: {str(error.get('message', ''))[:200]}"))
+        return reply, reply_blobs
+
+    def release_graphs(self) -> None:
+        if self.worker is not None and self.worker.alive():
+            try:
+                self.request({"op": "release"}, [], self.limits.cell_seconds)
+            except Interrupted:
+                pass
+
+    def _send_cell(self, index: int, source: str) -> tuple[dict, list[bytes]]:
+        self._current_cell = index
+        try:
+            return self.request({"op": "run", "index": index, "source": source}, [], self.limits.cell_seconds)
+        finally:
+            self._current_cell = None
+
+    def run_cell(self, index: int, source: str) -> CellRecord:
+        """Execute one student cell; its output (or why it has none) for the autograded notebook."""
+        try:
+            reply, blobs = self._send_cell(index, source)
+        except Interrupted as err:
+            self.poisoned.add(index)
+            return CellRecord([_error_output("CellNotFinished", str(err))])
+        self.history.append((index, source))
+        return CellRecord(_outputs(reply, blobs))
+
+
+def _describe(header: dict) -> str:
+    op = header.get("op")
+    if op == "run":
+        index = header.get("index")
+        return f"cell {index + 1}" if isinstance(index, int) else "a cell"
+    if op == "call":
+        return f"the call to {header.get('name')}"
+    return {"lookup": "looking up the notebook's names", "backward": "the backward pass"}.get(str(op), str(op))
+
+
+def _text(value: object, limit: int = 100_000) -> str:
+    return str(value)[:limit] if value is not None else ""
+
+
+def _outputs(reply: dict, blobs: list[bytes]) -> list[dict]:
+    outputs = []
+    for stream in ("stdout", "stderr"):
+        text = _text(reply.get(stream))
+        if text:
+            outputs.append(nbformat.v4.new_output("stream", name=stream, text=text))
+    if reply.get("result"):
+        outputs.append(nbformat.v4.new_output("execute_result", data={"text/plain": _text(reply["result"])}, execution_count=None))
+    count = reply.get("images")
+    if isinstance(count, int):
+        for data in blobs[: min(count, 8)]:
+            if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) <= 2 * 2**20:
+                outputs.append(nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(data).decode()}))
+    error = reply.get("error")
+    if isinstance(error, dict):
+        mro = error.get("mro") or [["", "Error"]]
+        ename = str(mro[0][1]) if isinstance(mro[0], list) and len(mro[0]) == 2 else "Error"
+        outputs.append(_error_output(ename[:100], _text(error.get("message"), 4000), _text(error.get("traceback"), 20_000)))
+    return outputs
+
+
+def _error_output(ename: str, evalue: str, traceback_text: str = "") -> dict:
+    lines = traceback_text.splitlines() if traceback_text else [f"{ename}: {evalue}"]
+    return nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=lines)
+
+
+def run_notebook(name: str, plan: Plan, scratch: Path, limits: sandbox.Limits, mode: str) -> NotebookResult:
+    """Grade one notebook following its plan; the sandbox is gone when this returns."""
+    session = KernelSession(scratch, limits, mode)
+    verdicts: dict[str, Verdict] = {}
+    records: dict[int, CellRecord] = {}
+    try:
+        for index, step in enumerate(plan.steps):
+            if step.action == "run":
+                records[index] = session.run_cell(index, step.source)
+            elif step.action == "test" and step.trusted is not None:
+                verdicts[step.trusted.grade_id] = run_test(
+                    session, step.trusted.grade_id, step.source, step.trusted.points, limits.cell_seconds
+                )
+    finally:
+        session.close()
+    return NotebookResult(name, plan, verdicts, records, session.events)
+
+
+def autograded_notebook(result: NotebookResult) -> nbformat.NotebookNode:
+    """The notebook a TA grades by hand and a student gets as feedback.
+
+    Test cells show only their visible source and a pass/fail line with the
+    diagnostic message; hidden source, tracebacks and expected values stay out.
+    """
+    notebook = nbformat.v4.new_notebook()
+    if result.plan.notebook.kernelspec:
+        notebook.metadata["kernelspec"] = result.plan.notebook.kernelspec
+    notebook.metadata["language_info"] = {"name": "python"}
+    for index, step in enumerate(result.plan.steps):
+        cell = _new_cell(step)
+        if step.trusted is not None:
+            cell.metadata["nbgrader"] = step.trusted.nbgrader_metadata()
+        if step.action == "run" and cell.cell_type == "code":
+            cell.outputs = result.records.get(index, CellRecord()).outputs
+        if step.action == "test" and step.trusted is not None:
+            cell.source = visible_source(step.source).rstrip()
+            cell.outputs = [_verdict_output(result.verdicts.get(step.trusted.grade_id))]
+        notebook.cells.append(cell)
+    for position, cell in enumerate(notebook.cells):
+        cell.id = f"cell-{position:04d}"
+    return notebook
+
+
+def _new_cell(step: PlannedCell) -> nbformat.NotebookNode:
+    if step.cell_type == "markdown":
+        return nbformat.v4.new_markdown_cell(step.source)
+    if step.cell_type == "raw":
+        return nbformat.v4.new_raw_cell(step.source)
+    return nbformat.v4.new_code_cell(step.source)
+
+
+def _verdict_output(verdict: Verdict | None) -> dict:
+    if verdict is None:
+        return _error_output("NotGraded", "this test was not run")
+    if verdict.passed:
+        return nbformat.v4.new_output("stream", name="stdout", text=f"passed ({verdict.points:g} point(s))\n")
+    where = "a hidden test" if verdict.hidden else "a visible test"
+    message = verdict.public_message.strip() or "(no message)"
+    return _error_output(verdict.ename, message, f"failed ({where}): {verdict.ename}: {message}")

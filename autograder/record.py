@@ -1,19 +1,49 @@
-"""Write outcomes where a TA looks: the nbgrader gradebook and grades.csv."""
+"""Write outcomes where a TA looks: the nbgrader gradebook, autograded/ and grades.csv.
+
+Each submission is written in one database transaction: the student, the
+submission, every grade and comment, the late penalty and its status row
+(table ``autograder_status``, next to nbgrader's own tables).  A grader killed
+half-way leaves each submission either fully recorded or untouched, and a
+rerun updates rows in place, so nothing is lost or doubled.  Manual scores a
+TA already gave are kept; like nbgrader, a cell with a manual score is marked
+for review when its automatic score is recomputed.
+
+The autograded notebooks are built in a temporary folder and swapped into
+``autograded/<student>/<assignment>`` once the transaction has committed.
+"""
 
 from __future__ import annotations
 
 import csv
+import datetime
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
-from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.api import (
+    Comment,
+    Grade,
+    Gradebook,
+    MissingEntry,
+    Student,
+    SubmittedAssignment,
+    SubmittedNotebook,
+)
+from nbgrader.coursedir import CourseDirectory
+from nbgrader.preprocessors import AssignLatePenalties
+from nbgrader.utils import parse_utc
+from sqlalchemy import text
 
-from .collect import Submission
+from .collect import SOLUTION, TESTS, WRITTEN, Submission
 from .course import Course
+from .execute import NotebookResult, autograded_notebook
 from .status import Status
 
-CSV_FIELDS = ["student", "status", "score", "max_score", "manual_pending", "failed_tests", "messages", "detail"]
+CSV_FIELDS = ["student", "status", "score", "max_score", "manual_pending", "failed_tests", "messages", "detail", "sandbox"]
+STATUS_TABLE = "autograder_status"
 
 
 @dataclass
@@ -26,6 +56,7 @@ class GradeRow:
     #: grade_id -> the first line of the failing check's message.
     failures: dict[str, str] = field(default_factory=dict)
     detail: str = ""
+    sandbox: str = ""
 
     def as_csv(self) -> dict[str, str]:
         return {
@@ -37,6 +68,7 @@ class GradeRow:
             "failed_tests": ";".join(self.failures),
             "messages": " | ".join(f"{name}: {message}" for name, message in self.failures.items()),
             "detail": self.detail,
+            "sandbox": self.sandbox,
         }
 
 
@@ -62,46 +94,219 @@ def assignment_max_score(course: Course, assignment: str) -> float:
             return 0.0
 
 
-def graded_row(course: Course, submission: Submission, status: Status, detail: str) -> GradeRow:
-    """Read one graded submission's scores back from the gradebook."""
+# -- the status table ------------------------------------------------------------
+
+
+def _ensure_status_table(session) -> None:
+    session.execute(
+        text(
+            f"CREATE TABLE IF NOT EXISTS {STATUS_TABLE} ("
+            "assignment VARCHAR(128) NOT NULL, student VARCHAR(128) NOT NULL, status VARCHAR(32) NOT NULL, "
+            "detail TEXT, sandbox VARCHAR(64), graded_at VARCHAR(40), PRIMARY KEY (assignment, student))"
+        )
+    )
+
+
+def _write_status(session, assignment: str, student: str, status: Status, detail: str, sandbox: str) -> None:
+    _ensure_status_table(session)
+    session.execute(text(f"DELETE FROM {STATUS_TABLE} WHERE assignment = :a AND student = :s"), {"a": assignment, "s": student})
+    session.execute(
+        text(f"INSERT INTO {STATUS_TABLE} (assignment, student, status, detail, sandbox, graded_at) VALUES (:a, :s, :st, :d, :sb, :t)"),
+        {
+            "a": assignment,
+            "s": student,
+            "st": str(status),
+            "d": detail[:4000],
+            "sb": sandbox,
+            "t": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+
+
+def stored_statuses(course: Course, assignment: str) -> dict[str, tuple[str, str]]:
+    """student -> (status, detail) as recorded in the gradebook."""
+    with Gradebook(course.db_url) as gradebook:
+        _ensure_status_table(gradebook.db)
+        rows = gradebook.db.execute(
+            text(f"SELECT student, status, detail FROM {STATUS_TABLE} WHERE assignment = :a"), {"a": assignment}
+        ).all()
+        gradebook.db.commit()
+    return {student: (status, detail) for student, status, detail in rows}
+
+
+# -- one submission, one transaction ---------------------------------------------
+
+
+def _submission_row(gradebook: Gradebook, submission: Submission, timestamp: str | None) -> SubmittedAssignment:
+    session = gradebook.db
+    student = session.get(Student, submission.student)
+    if student is None:
+        student = Student(id=submission.student)
+        session.add(student)
+    assignment = gradebook.find_assignment(submission.assignment)
+    try:
+        record = gradebook.find_submission(submission.assignment, submission.student)
+    except MissingEntry:
+        record = SubmittedAssignment(assignment=assignment, student=student)
+        session.add(record)
+    record.timestamp = parse_utc(timestamp) if timestamp else None
+    with session.no_autoflush:
+        existing = {nb.notebook_id: nb for nb in record.notebooks}
+        for notebook in assignment.notebooks:
+            submitted = existing.get(notebook.id)
+            if submitted is None:
+                submitted = SubmittedNotebook(notebook=notebook, assignment=record)
+                session.add(submitted)
+            grades = {g.cell_id for g in submitted.grades}
+            comments = {c.cell_id for c in submitted.comments}
+            for cell in list(notebook.grade_cells) + list(notebook.task_cells):
+                if cell.id not in grades:
+                    session.add(Grade(cell_id=cell.id, notebook=submitted))
+                    grades.add(cell.id)
+            for cell in list(notebook.solution_cells) + list(notebook.task_cells):
+                if cell.id not in comments:
+                    session.add(Comment(cell_id=cell.id, notebook=submitted))
+                    comments.add(cell.id)
+    session.flush()
+    return record
+
+
+def _set_auto(grade: Grade, score: float | None) -> None:
+    grade.auto_score = score
+    # nbgrader's rule: a manual score, or no automatic one, means a person must look.
+    grade.needs_manual_grade = grade.manual_score is not None or score is None
+
+
+def record_graded(
+    course: Course, submission: Submission, results: list[NotebookResult], status: Status, detail: str, sandbox: str
+) -> GradeRow:
+    """Write a graded submission's scores, comments and status, then its autograded notebooks."""
+    staged = _stage_autograded(course, submission, results)
+    timestamp = _timestamp(course, submission)
+    failures: dict[str, str] = {}
+    with Gradebook(course.db_url) as gradebook:
+        session = gradebook.db
+        try:
+            record = _submission_row(gradebook, submission, timestamp)
+            by_name = {f"{nb.notebook.name}.ipynb": nb for nb in record.notebooks}
+            for result in results:
+                submitted = by_name.get(result.name)
+                if submitted is None:
+                    continue
+                kinds = {step.trusted.grade_id: step for step in result.plan.steps if step.trusted is not None}
+                cells = submitted.notebook
+                names = {c.id: c.name for c in list(cells.grade_cells) + list(cells.solution_cells) + list(cells.task_cells)}
+                for grade in submitted.grades:
+                    name = names.get(grade.cell_id)
+                    step = kinds.get(name)
+                    if step is None or step.trusted is None:
+                        continue
+                    if step.trusted.kind == TESTS:
+                        verdict = result.verdicts.get(name)
+                        _set_auto(grade, verdict.score if verdict else 0.0)
+                        if verdict is not None and not verdict.passed:
+                            failures[name] = verdict.summary()
+                    elif step.trusted.kind == WRITTEN:
+                        _set_auto(grade, 0.0 if name in result.plan.unchanged else None)
+                for comment in submitted.comments:
+                    name = names.get(comment.cell_id)
+                    step = kinds.get(name)
+                    unanswered = step is not None and step.trusted is not None and step.trusted.kind in (SOLUTION, WRITTEN) and name in result.plan.unchanged
+                    comment.auto_comment = "No response." if unanswered else None
+            session.flush()
+            _late_penalties(course, record)
+            _write_status(session, submission.assignment, submission.student, status, detail, sandbox)
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+    _swap_in(course, submission, staged)
+    return _read_row(course, submission, status, detail, sandbox, failures)
+
+
+def record_ungraded(course: Course, submission: Submission, status: Status, detail: str, sandbox: str) -> GradeRow:
+    """A submission that could not be graded: its status, and for an invalid one grades that await a person."""
+    shutil.rmtree(course.autograded / submission.student / submission.assignment, ignore_errors=True)
+    with Gradebook(course.db_url) as gradebook:
+        session = gradebook.db
+        try:
+            if status == Status.INVALID_NOTEBOOK:
+                record = _submission_row(gradebook, submission, _timestamp(course, submission))
+                for notebook in record.notebooks:
+                    for grade in notebook.grades:
+                        grade.auto_score = None
+                        grade.needs_manual_grade = True
+            _write_status(session, submission.assignment, submission.student, status, detail, sandbox)
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+    max_score = assignment_max_score(course, submission.assignment)
+    return GradeRow(submission.student, status, 0.0, max_score, detail=detail, sandbox=sandbox)
+
+
+def _late_penalties(course: Course, record: SubmittedAssignment) -> None:
+    seconds_late = record.total_seconds_late
+    for notebook in record.notebooks:
+        notebook.late_submission_penalty = None
+        if seconds_late > 0:
+            assigner = AssignLatePenalties(config=course.config())
+            assigner.init_plugin()
+            penalty = assigner.plugin_inst.late_submission_penalty(record.student.id, notebook.score, seconds_late)
+            if penalty is not None:
+                notebook.late_submission_penalty = min(max(penalty, 0), notebook.score)
+
+
+def _timestamp(course: Course, submission: Submission) -> str | None:
+    coursedir = CourseDirectory(config=course.config())
+    try:
+        return coursedir.get_existing_timestamp(str(submission.folder))
+    except Exception:  # noqa: BLE001 - an unreadable timestamp.txt means no timestamp
+        return None
+
+
+def _read_row(course: Course, submission: Submission, status: Status, detail: str, sandbox: str, failures: dict[str, str]) -> GradeRow:
     with Gradebook(course.db_url) as gradebook:
         record = gradebook.find_submission(submission.assignment, submission.student)
         score, max_score = float(record.score), float(record.max_score)
-        failed, pending = [], 0
-        for notebook in record.notebooks:
-            for grade in notebook.grades:
-                if grade.needs_manual_grade:
-                    pending += 1
-                elif grade.cell_type == "code" and (grade.auto_score or 0) < grade.max_score:
-                    failed.append(grade.name)
-    messages = _failure_messages(course, submission)
-    failures = {name: messages.get(name, "") for name in failed}
-    return GradeRow(submission.student, status, score, max_score, pending, failures, detail)
+        pending = sum(1 for nb in record.notebooks for grade in nb.grades if grade.needs_manual_grade)
+    return GradeRow(submission.student, status, score, max_score, pending, failures, detail, sandbox)
 
 
-def ungraded_row(course: Course, submission: Submission, status: Status, detail: str) -> GradeRow:
-    return GradeRow(submission.student, status, 0.0, assignment_max_score(course, submission.assignment), detail=detail)
+# -- autograded notebooks --------------------------------------------------------
 
 
-def _failure_messages(course: Course, submission: Submission) -> dict[str, str]:
-    messages = {}
-    folder = course.autograded / submission.student / submission.assignment
-    for path in sorted(folder.glob("*.ipynb")):
-        for cell in nbformat.read(path, as_version=4).cells:
-            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-            errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-            if grade_id and errors:
-                first = errors[0]
-                text = (first.get("evalue") or "").strip().splitlines()
-                messages[grade_id] = f"{first.get('ename')}: {text[0] if text else ''}".strip()
-    return messages
+def _stage_autograded(course: Course, submission: Submission, results: list[NotebookResult]) -> Path:
+    parent = course.autograded / submission.student
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(f".{submission.assignment}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{submission.assignment}.new-", dir=parent))
+    for result in results:
+        nbformat.write(autograded_notebook(result), staged / result.name)
+    return staged
+
+
+def _swap_in(course: Course, submission: Submission, staged: Path) -> None:
+    final = course.autograded / submission.student / submission.assignment
+    if final.exists():
+        old = final.with_name(f".{submission.assignment}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        staged.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staged.rename(final)
+    os.chmod(final, 0o755)
 
 
 def write_csv(rows: list[GradeRow], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
+    partial = path.with_name(f".{path.name}.partial")
+    with partial.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for row in rows:
             writer.writerow(row.as_csv())
+    partial.replace(path)
     return path

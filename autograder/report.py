@@ -6,6 +6,7 @@ from collections import Counter
 from typing import TextIO
 
 from .record import GradeRow
+from .sandbox import RLIMITS_ONLY
 
 
 def format_table(assignment: str, rows: list[GradeRow]) -> str:
@@ -27,6 +28,8 @@ def format_table(assignment: str, rows: list[GradeRow]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() for cells in body]
     lines.append(_summary(rows))
+    if any(row.sandbox == RLIMITS_ONLY for row in rows):
+        lines.append("WARNING: student code ran without the bubblewrap sandbox (resource limits only); see the 'sandbox' column")
     return "\n".join(lines)
 
 

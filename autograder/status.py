@@ -5,6 +5,10 @@ from enum import Enum
 
 class Status(str, Enum):
     GRADED = "graded"
+    #: The submission changed test cells, read-only cells, nbgrader metadata or the
+    #: grading protocol.  Its honest cells are still graded.
+    TAMPERED = "tampered"
+    MEMORY_LIMIT = "memory limit"
     TIMEOUT = "timeout"
     KERNEL_DIED = "kernel died"
     INVALID_NOTEBOOK = "invalid notebook"

@@ -1,0 +1,338 @@
+"""Start the process that runs a student's code, confined, and kill all of it afterwards.
+
+With bubblewrap (``bwrap``) the worker gets new PID, network, IPC and UTS
+namespaces, a read-only view of the Python environment and of this package,
+small size-limited tmpfs folders for /tmp, its home and its working folder
+(holding read-only copies of that one submission's files) and nothing else:
+no source/, no gradebook, no other students, no network.  When started as
+root it drops to an unprivileged user id of its own, so the process limit
+counts only its processes.  Killing bwrap kills the namespace's init, and
+with it every process in the namespace, detached or not; bwrap also dies with
+the grader (``--die-with-parent``).
+
+Without bubblewrap the worker still gets its rlimits, its own session and a
+process-group kill, but it can read what the grader's user can read.  That
+mode is announced loudly and written into grades.csv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import course_checks
+
+from . import wire
+
+BUBBLEWRAP = "bubblewrap"
+RLIMITS_ONLY = "rlimits only (no bubblewrap)"
+
+#: Environment variable a TA (or a test) can set to "bwrap" or "none" to skip detection.
+MODE_VARIABLE = "AUTOGRADER_SANDBOX"
+
+_SUBMISSION_DIR = "/submission"
+_HOME = "/home/student"
+#: A submission folder may bring at most this much into the sandbox.
+MAX_SUBMISSION_FILES = 200
+MAX_SUBMISSION_BYTES = 50 * 2**20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Everything a submission may use.  Wall-clock limits are enforced by the grader."""
+
+    cell_seconds: float = 30.0
+    notebook_seconds: float = 300.0
+    startup_seconds: float = 120.0
+    memory_bytes: int = 4 * 2**30
+    processes: int = 64
+    file_bytes: int = 64 * 2**20
+    output_chars: int = 100_000
+    frame_bytes: int = 256 * 2**20
+    restarts: int = 3
+    tmpfs_bytes: int = 256 * 2**20
+
+    def for_worker(self) -> dict:
+        return {
+            "memory_bytes": self.memory_bytes,
+            "processes": self.processes,
+            "file_bytes": self.file_bytes,
+            "cpu_seconds": int(2 * self.notebook_seconds + self.startup_seconds + 60),
+        }
+
+
+class SandboxError(Exception):
+    """The sandbox could not be started at all (a grader problem, not the student's)."""
+
+
+@lru_cache(maxsize=None)
+def _probe_bubblewrap() -> str | None:
+    """None if bwrap can build our sandbox here, else why not."""
+    if shutil.which("bwrap") is None:
+        return "bwrap is not installed (apt-get install bubblewrap)"
+    with tempfile.TemporaryDirectory(prefix="autograder-probe-") as folder:
+        command = _bwrap_command(Path(folder), Limits(), [sys.executable, "-I", "-c", "pass"], None)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return f"bwrap failed to start: {err}"
+    if result.returncode != 0:
+        return f"bwrap failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}"
+    return None
+
+
+def sandbox_mode() -> str:
+    """BUBBLEWRAP where it works, else RLIMITS_ONLY (with a loud warning, once)."""
+    wanted = os.environ.get(MODE_VARIABLE, "auto")
+    if wanted == "none":
+        _warn_once(f"{MODE_VARIABLE}=none was set")
+        return RLIMITS_ONLY
+    problem = _probe_bubblewrap()
+    if problem is None:
+        return BUBBLEWRAP
+    if wanted == "bwrap":
+        raise SandboxError(f"{MODE_VARIABLE}=bwrap but {problem}")
+    _warn_once(problem)
+    return RLIMITS_ONLY
+
+
+@lru_cache(maxsize=None)
+def _warn_once(problem: str) -> None:
+    banner = "!" * 78
+    print(
+        f"{banner}\nautograder: WARNING: student code runs WITHOUT a sandbox: {problem}.\n"
+        "It gets resource limits and is killed afterwards, but it can read and write\n"
+        "everything this user can (source/, the gradebook, other students).\n"
+        f"grades.csv records this in its 'sandbox' column.\n{banner}",
+        file=sys.stderr,
+    )
+
+
+def _code_paths() -> list[Path]:
+    """Folders the worker imports this package and course_checks from."""
+    package = Path(__file__).resolve().parent
+    checks = Path(course_checks.__file__).resolve()
+    return [package, checks]
+
+
+def _ancestors(path: Path) -> list[Path]:
+    return [p for p in reversed(path.parents) if str(p) != "/"]
+
+
+def _bwrap_command(scratch: Path, limits: Limits, argv: list[str], uid: int | None) -> list[str]:
+    prefixes = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    executable = Path(sys.executable)
+    binds: list[Path] = sorted(prefixes | set(_code_paths()))
+    command = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+    command += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    if uid is not None:
+        command += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    command += ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "lib", "lib64", "sbin"):
+        target = Path("/") / name
+        if target.is_symlink():
+            command += ["--symlink", os.readlink(target), str(target)]
+        elif target.is_dir():
+            command += ["--ro-bind", str(target), str(target)]
+    command += ["--proc", "/proc", "--dev", "/dev"]
+    made: set[Path] = set()
+    for path in binds + [executable.parent]:
+        for parent in _ancestors(path):
+            if parent not in made and not str(parent).startswith(("/usr", "/proc", "/dev")):
+                command += ["--perms", "0755", "--dir", str(parent)]
+                made.add(parent)
+    for path in binds:
+        command += ["--ro-bind", str(path), str(path)]
+    size = str(limits.tmpfs_bytes)
+    command += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
+    command += ["--perms", "1777", "--size", str(16 * 2**20), "--tmpfs", _HOME]
+    command += ["--perms", "1777", "--size", size, "--tmpfs", _SUBMISSION_DIR]
+    files = scratch / "submission"
+    if files.is_dir():
+        for entry in sorted(files.iterdir()):
+            command += ["--ro-bind", str(entry), f"{_SUBMISSION_DIR}/{entry.name}"]
+    command += ["--chdir", _SUBMISSION_DIR, "--clearenv"]
+    for key, value in _environment(_HOME).items():
+        command += ["--setenv", key, value]
+    return command + ["--", *argv]
+
+
+def _environment(home: str) -> dict[str, str]:
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": home,
+        "TMPDIR": "/tmp" if home == _HOME else home,
+        "LANG": "C.UTF-8",
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": f"{home}/.matplotlib",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+def prepare_scratch(files: list[tuple[Path, str]]) -> Path:
+    """A fresh scratch folder holding copies of ``(path, name)`` regular files."""
+    scratch = Path(tempfile.mkdtemp(prefix="autograder-"))
+    target = scratch / "submission"
+    target.mkdir()
+    total = 0
+    for path, name in files[:MAX_SUBMISSION_FILES]:
+        size = path.stat().st_size
+        if total + size > MAX_SUBMISSION_BYTES:
+            continue
+        total += size
+        shutil.copyfile(path, target / name)
+    os.chmod(scratch, 0o755)
+    os.chmod(target, 0o755)
+    for entry in target.iterdir():
+        os.chmod(entry, 0o644)
+    return scratch
+
+
+def submission_files(folder: Path, overrides: Path | None) -> list[tuple[Path, str]]:
+    """Top-level regular files of a submission folder (no links), with the release's data files on top."""
+    chosen: dict[str, Path] = {}
+    for base in (folder, overrides):
+        if base is None or not base.is_dir():
+            continue
+        for entry in sorted(base.iterdir()):
+            if entry.is_symlink() or not entry.is_file() or entry.name.startswith("."):
+                continue
+            if base is overrides and entry.suffix == ".ipynb":
+                continue
+            chosen[entry.name] = entry
+    return [(path, name) for name, path in sorted(chosen.items())]
+
+
+@dataclass
+class Worker:
+    """A running worker: the process, its channel and how it ended."""
+
+    process: subprocess.Popen
+    channel: socket.socket
+    mode: str
+    killed_by_us: bool = False
+    log_path: Path | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """Kill the worker and everything it started; safe to call twice."""
+        if self.process.poll() is None:
+            self.killed_by_us = True
+            try:
+                if self.mode == BUBBLEWRAP:
+                    # bwrap's death takes the namespace's init, and so every process in it, along.
+                    os.kill(self.process.pid, signal.SIGKILL)
+                else:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.mode != BUBBLEWRAP:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            self.channel.close()
+        except OSError:
+            pass
+
+    def how_it_ended(self) -> str:
+        """'killed', 'exit N' or 'signal NAME' (only meaningful once it has ended)."""
+        code = self.process.poll()
+        if self.killed_by_us:
+            return "killed"
+        if code is None:
+            return "running"
+        if code < 0:
+            return f"signal {signal.Signals(-code).name}"
+        if self.mode == BUBBLEWRAP and code > 128:
+            return f"signal {signal.Signals(code - 128).name}" if code - 128 in signal.valid_signals() else f"exit {code}"
+        return f"exit {code}"
+
+    def startup_log(self) -> str:
+        if self.log_path is None or not self.log_path.is_file():
+            return ""
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+def sandbox_uid() -> int:
+    """An unprivileged user id for one worker, so its process limit counts only its own processes."""
+    return random.SystemRandom().randrange(200_000, 260_000)
+
+
+def start_worker(scratch: Path, limits: Limits, mode: str) -> Worker:
+    """Start a worker in ``mode`` and wait for its hello (or raise SandboxError)."""
+    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    uid = sandbox_uid() if (mode == BUBBLEWRAP and os.getuid() == 0) else None
+    config = {
+        "fd": child_end.fileno(),
+        "uid": uid,
+        "limits": limits.for_worker(),
+        "output_chars": limits.output_chars,
+        "frame_bytes": limits.frame_bytes,
+    }
+    roots = sorted({str(p.parent) for p in _code_paths()})
+    boot = f"import sys; sys.path[:0] = {roots!r}; from autograder.worker import main; main(sys.argv[1])"
+    argv = [sys.executable, "-I", "-B", "-c", boot, json.dumps(config)]
+    log_path = scratch / "worker.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - handed to the child
+    try:
+        if mode == BUBBLEWRAP:
+            command = _bwrap_command(scratch, limits, argv, uid)
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(child_end.fileno(),), start_new_session=True
+            )
+        else:
+            home = scratch / "home"
+            home.mkdir(exist_ok=True)
+            process = subprocess.Popen(
+                argv,
+                cwd=scratch / "submission",
+                env=_environment(str(home)),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(child_end.fileno(),),
+                start_new_session=True,
+            )
+    except OSError as err:
+        parent_end.close()
+        raise SandboxError(f"could not start the worker: {err}") from err
+    finally:
+        child_end.close()
+        log.close()
+    worker = Worker(process, parent_end, mode, log_path=log_path)
+    deadline = time.monotonic() + limits.startup_seconds
+    try:
+        header, _ = wire.recv(parent_end, deadline, max_frame=2**20)
+    except (TimeoutError, EOFError, wire.WireError) as err:
+        worker.kill()
+        raise SandboxError(f"the worker did not start ({type(err).__name__}): {worker.startup_log()[-1500:]}") from err
+    if header.get("op") != "hello":
+        worker.kill()
+        detail = (header.get("error") or {}).get("traceback", "") if isinstance(header, dict) else ""
+        raise SandboxError(f"the worker failed to start: {detail[-1500:]}")
+    return worker

@@ -1,0 +1,606 @@
+"""Run a test cell in the trusted grader process and decide its verdict.
+
+The test's source comes from the gradebook, never from the submission.  It
+runs in a fresh namespace holding torch, np, math, F and the course_checks
+names; every other name it reads that the student's notebook defines is
+fetched from the sandboxed worker: a function becomes a ``StudentFunction``
+proxy, anything else arrives as a decoded value (tensors, arrays, numbers,
+strings and containers of those).  A proxy call sends its arguments over,
+brings back the result, copies in-place changes to the arguments back into the
+grader's objects (so ``check_not_mutated`` still works), repeats the test's
+open ``forbid(...)`` rules around the call, and re-raises the student's
+exception by type (so ``check_raises`` works).  Gradients flow back through a
+call into the worker when the test calls ``backward()``.
+
+Student code therefore never runs here, and nothing it sends can run here
+either: only plain data crosses.  When the worker times out, dies or breaks
+the protocol, the proxy raises ``Interrupted``, which is not an ``Exception``,
+so no ``check_raises(Exception, ...)`` in a test can mistake it for an answer.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import contextlib
+import io
+import math
+import random
+import re
+import signal
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import course_checks
+
+from . import wire
+
+HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
+HIDDEN_END = "### END HIDDEN TESTS"
+
+#: Kinds of ``Interrupted``: why a test could not get an answer from the student's code.
+TIMEOUT, DIED, MEMORY, PROTOCOL, UNREADABLE, GAVE_UP = "timeout", "died", "memory", "protocol", "unreadable", "gave up"
+
+
+class Interrupted(BaseException):
+    """The student's process could not answer (timeout, death, limits, protocol).
+
+    A BaseException on purpose: a test's ``except Exception`` must never turn
+    a hang or a crash into a pass.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class StudentError(Exception):
+    """Base for a student exception whose own class has no safe counterpart here."""
+
+
+class Kernel(Protocol):
+    """What verdicts need from the worker session (see execute.KernelSession)."""
+
+    def request(self, header: dict, blobs: list[bytes], seconds: float) -> tuple[dict, list[bytes]]: ...
+
+
+# -- student exceptions --------------------------------------------------------
+
+
+def _allowed_exceptions() -> dict[tuple[str, str], type[BaseException]]:
+    allowed: dict[tuple[str, str], type[BaseException]] = {}
+    for value in vars(builtins).values():
+        if isinstance(value, type) and issubclass(value, Exception):
+            allowed[(value.__module__, value.__qualname__)] = value
+    extra = [course_checks.ForbiddenCallError, np.linalg.LinAlgError, torch.linalg.LinAlgError]
+    for name in ("OutOfMemoryError",):
+        if hasattr(torch, name):
+            extra.append(getattr(torch, name))
+    for cls in extra:
+        allowed[(cls.__module__, cls.__qualname__)] = cls
+    return allowed
+
+
+_ALLOWED_EXCEPTIONS = _allowed_exceptions()
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_]")
+_MEMORY_PHRASES = ("can't allocate memory", "not enough memory", "bad_alloc", "DefaultCPUAllocator", "out of memory")
+
+
+def is_memory_error(error: dict) -> bool:
+    names = {str(part[1]) for part in error.get("mro", []) if isinstance(part, list) and len(part) == 2}
+    return "MemoryError" in names or "OutOfMemoryError" in names or any(p in str(error.get("message", "")) for p in _MEMORY_PHRASES)
+
+
+def student_exception(error: Any) -> Exception:
+    """An exception of the student's type (or its nearest safe base) carrying its message."""
+    if not isinstance(error, dict):
+        return StudentError("the student's code failed")
+    message = str(error.get("message", ""))[:4000]
+    mro = [tuple(map(str, part)) for part in error.get("mro", []) if isinstance(part, list) and len(part) == 2]
+    base: type[Exception] = StudentError
+    for module, qualname in mro:
+        cls = _ALLOWED_EXCEPTIONS.get((module, qualname))
+        if cls is not None and issubclass(cls, Exception):
+            base = cls
+            break
+    name = _SAFE_NAME.sub("_", mro[0][1].split(".")[-1])[:60] if mro else "StudentError"
+    cls = base
+    if name and name != base.__name__:
+        cls = type(name, (base,), {"__module__": "student"})
+    try:
+        return cls(message)
+    except Exception:  # noqa: BLE001 - some builtins (UnicodeError...) need more arguments
+        return type(name or "StudentError", (StudentError,), {"__module__": "student"})(message)
+
+
+# -- proxies -------------------------------------------------------------------
+
+
+class StudentFunction:
+    """Calls the student's function of this name in the worker."""
+
+    def __init__(self, kernel: Kernel, name: str, seconds: "Deadline") -> None:
+        self._kernel = kernel
+        self._deadline = seconds
+        self.__name__ = self.__qualname__ = name
+
+    def __repr__(self) -> str:
+        return f"<student function {self.__name__}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _call(self._kernel, self.__name__, args, kwargs, self._deadline)
+
+
+@dataclass
+class ModelState:
+    """A model's state as it came back from the worker, to be copied into the grader's model."""
+
+    spec: wire.ModelSpec
+    state: dict
+    grads: dict
+    training: Any
+
+
+class Deadline:
+    """Seconds left for the test cell that is running."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+
+def _function_name(value: Any) -> str | None:
+    return value.__name__ if isinstance(value, StudentFunction) else None
+
+
+def _encoder() -> wire.Encoder:
+    return wire.Encoder(model_spec=wire.model_origin, callable_name=_function_name)
+
+
+def _model_builder(sent: list[wire.ModelSpec]):
+    """Rebuild a model the student returned, only from a factory and small plain arguments."""
+
+    def build(spec: wire.ModelSpec, state: dict, grads: dict, training: Any) -> Any:
+        factory = getattr(course_checks, spec.factory, None)
+        if spec.factory not in course_checks.TEST_CELL_NAMES or not callable(factory):
+            raise wire.WireError(f"unknown model factory {spec.factory!r}")
+        if spec not in sent and not _small_arguments(spec):
+            raise wire.WireError("a returned model must come from a factory called with small arguments")
+        with course_checks._forbids_lifted():
+            model = factory(*spec.args, **spec.kwargs)
+        if not isinstance(model, torch.nn.Module):
+            raise wire.WireError(f"{spec.factory} does not build a model")
+        wire.load_model_state(model, state, grads, training)
+        wire.set_model_origin(model, spec)
+        return model
+
+    return build
+
+
+def _small_arguments(spec: wire.ModelSpec) -> bool:
+    numbers: list[float] = []
+
+    def walk(value: Any) -> bool:
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            return True
+        if isinstance(value, (int, float)):
+            numbers.append(abs(value))
+            return True
+        if isinstance(value, (list, tuple)):
+            return all(walk(v) for v in value)
+        if isinstance(value, dict):
+            return all(walk(v) for v in value.values())
+        return False
+
+    return walk(list(spec.args)) and walk(spec.kwargs) and len(numbers) <= 16 and all(n <= 1024 for n in numbers)
+
+
+def _state_collector(spec: wire.ModelSpec, state: dict, grads: dict, training: Any) -> ModelState:
+    return ModelState(spec, state, grads, training)
+
+
+def _call(kernel: Kernel, name: str, args: tuple, kwargs: dict, deadline: Deadline) -> Any:
+    with course_checks._forbids_lifted():
+        forbids = [[list(names), hint] for names, hint in course_checks.active_forbids()]
+        inputs = wire.grad_inputs((args, kwargs)) if torch.is_grad_enabled() else []
+        call = _RemoteCall(kernel, name, args, kwargs, forbids, deadline, keep_graph=bool(inputs))
+        if not inputs:
+            return call.run()
+    outputs = _Differentiable.apply(call, *inputs)
+    with course_checks._forbids_lifted():
+        mapping = {id(plain): connected for plain, connected in zip(call.output_tensors, outputs)}
+        return _replace_tensors(call.result, mapping)
+
+
+class _RemoteCall:
+    def __init__(self, kernel: Kernel, name: str, args: tuple, kwargs: dict, forbids: list, deadline: Deadline, keep_graph: bool) -> None:
+        self.kernel, self.name, self.args, self.kwargs = kernel, name, args, kwargs
+        self.forbids, self.deadline, self.keep_graph = forbids, deadline, keep_graph
+        # Read now: inside an autograd Function's forward, grad mode is always off.
+        self.grad_enabled = torch.is_grad_enabled()
+        self.result: Any = None
+        self.output_tensors: list[torch.Tensor] = []
+        self.outputs_need_grad: list[bool] = []
+        self.graph: int | None = None
+
+    def run(self) -> Any:
+        encoder = _encoder()
+        try:
+            tree = encoder.encode((tuple(self.args), dict(self.kwargs)))
+        except wire.Unencodable as err:
+            raise Interrupted(UNREADABLE, f"the test passed {err} to {self.name}, which cannot cross to the student's process") from None
+        sent_models = [m for m in _models_in((self.args, self.kwargs))]
+        header = {
+            "op": "call",
+            "name": self.name,
+            "args": tree,
+            "forbids": self.forbids,
+            "keep_graph": self.keep_graph,
+            "grad_enabled": self.grad_enabled,
+        }
+        reply, blobs = self.kernel.request(header, encoder.blobs, self.deadline.left())
+        if not reply.get("ok"):
+            raise student_exception(reply.get("error"))
+        if "unreadable" in reply:
+            raise Interrupted(UNREADABLE, f"{str(reply['unreadable'])[:300]}: student functions must return tensors, arrays, numbers, strings or lists/tuples/dicts of those")
+        try:
+            result = wire.decode(reply.get("result"), blobs, build_model=_model_builder(sent_models), resolve_callable=self._proxy)
+            if "args_after" in reply:
+                after = wire.decode(reply["args_after"], blobs, build_model=_state_collector, resolve_callable=self._proxy)
+                _copy_back((self.args, self.kwargs), after)
+        except wire.WireError as err:
+            raise Interrupted(PROTOCOL, f"the student's process sent a malformed value: {err}") from None
+        self.result = result
+        if self.keep_graph:
+            self.graph = reply.get("graph")
+            self.output_tensors = wire.tensors_in(result)
+            need = reply.get("outputs_need_grad")
+            if not isinstance(need, list) or len(need) != len(self.output_tensors):
+                raise Interrupted(PROTOCOL, "the student's process sent a malformed graph")
+            self.outputs_need_grad = [bool(n) for n in need]
+        return result
+
+    def _proxy(self, name: str) -> StudentFunction:
+        return StudentFunction(self.kernel, name, self.deadline)
+
+    def backward(self, grads: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+        tree, blobs = wire.encode(list(grads))
+        reply, reply_blobs = self.kernel.request({"op": "backward", "graph": self.graph, "grads": tree}, blobs, self.deadline.left())
+        if not reply.get("ok"):
+            raise student_exception(reply.get("error"))
+        try:
+            result = wire.decode(reply.get("grads"), reply_blobs)
+        except wire.WireError as err:
+            raise Interrupted(PROTOCOL, f"the student's process sent malformed gradients: {err}") from None
+        if not isinstance(result, list):
+            raise Interrupted(PROTOCOL, "the student's process sent malformed gradients")
+        return result
+
+
+def _models_in(value: Any) -> list[wire.ModelSpec]:
+    found = []
+
+    def walk(item: Any, depth: int) -> None:
+        if depth > wire.MAX_DEPTH:
+            return
+        spec = wire.model_origin(item)
+        if spec is not None:
+            found.append(spec)
+        elif isinstance(item, (list, tuple)):
+            for v in item:
+                walk(v, depth + 1)
+        elif isinstance(item, dict):
+            for v in item.values():
+                walk(v, depth + 1)
+
+    walk(value, 0)
+    return found
+
+
+class _Differentiable(torch.autograd.Function):
+    """Connects a remote call's tensor outputs to the grader's inputs for autograd."""
+
+    @staticmethod
+    def forward(ctx: Any, call: _RemoteCall, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with course_checks._forbids_lifted():
+            call.run()
+            outputs = []
+            for tensor in call.output_tensors:
+                plain = tensor.detach()
+                outputs.append(plain)
+            call.output_tensors = outputs
+            call.result = _replace_tensors(call.result, {id(t): p for t, p in zip(wire.tensors_in(call.result), outputs)})
+            ctx.call = call
+            ctx.input_count = len(inputs)
+            blocked = [o for o, need in zip(outputs, call.outputs_need_grad) if not need or not (o.is_floating_point() or o.is_complex())]
+            sentinel = torch.zeros(())
+            ctx.mark_non_differentiable(*blocked, sentinel)
+            return (*outputs, sentinel)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple:
+        call: _RemoteCall = ctx.call
+        with course_checks._forbids_lifted():
+            sent = [g if need else None for g, need in zip(grads[:-1], call.outputs_need_grad)]
+            back = call.backward(sent)
+        if len(back) != ctx.input_count:
+            raise Interrupted(PROTOCOL, "the student's process sent the wrong number of gradients")
+        return (None, *back)
+
+
+def _replace_tensors(value: Any, mapping: dict[int, torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        return mapping.get(id(value), value)
+    if isinstance(value, list):
+        return [_replace_tensors(v, mapping) for v in value]
+    if isinstance(value, tuple) and not isinstance(value, torch.Size):
+        return tuple(_replace_tensors(v, mapping) for v in value)
+    if isinstance(value, dict):
+        return {k: _replace_tensors(v, mapping) for k, v in value.items()}
+    return value
+
+
+def _copy_back(original: Any, after: Any, depth: int = 0) -> None:
+    """Make the grader's arguments look like the student's arguments after the call."""
+    if depth > wire.MAX_DEPTH:
+        return
+    if isinstance(original, torch.Tensor) and isinstance(after, torch.Tensor):
+        with torch.no_grad():
+            if original.shape == after.shape and original.dtype == after.dtype:
+                if not torch.equal(original.detach(), after.detach()):
+                    original.copy_(after)
+            else:
+                original.data = after.detach().clone()
+        if original.is_leaf and (after.grad is None or after.grad.shape == original.shape):
+            original.grad = after.grad
+    elif isinstance(original, np.ndarray) and isinstance(after, np.ndarray):
+        if original.shape == after.shape and original.dtype == after.dtype and original.flags.writeable:
+            if not np.array_equal(original, after, equal_nan=original.dtype.kind in "fc"):
+                original[...] = after
+    elif isinstance(original, torch.nn.Module) and isinstance(after, ModelState):
+        wire.load_model_state(original, after.state, after.grads, after.training)
+    elif isinstance(original, list) and isinstance(after, list):
+        if len(original) == len(after):
+            for index, (a, b) in enumerate(zip(original, after)):
+                if _is_mutable(a):
+                    _copy_back(a, b, depth + 1)
+                elif not _same_plain(a, b):
+                    original[index] = b
+        else:
+            original[:] = after
+    elif isinstance(original, tuple) and isinstance(after, tuple) and len(original) == len(after):
+        for a, b in zip(original, after):
+            _copy_back(a, b, depth + 1)
+    elif isinstance(original, dict) and isinstance(after, dict):
+        for key in list(original):
+            if key not in after:
+                del original[key]
+        for key, value in after.items():
+            if key in original and _is_mutable(original[key]):
+                _copy_back(original[key], value, depth + 1)
+            elif key not in original or not _same_plain(original[key], value):
+                original[key] = value
+
+
+def _is_mutable(value: Any) -> bool:
+    return isinstance(value, (torch.Tensor, np.ndarray, list, dict, tuple, torch.nn.Module))
+
+
+def _same_plain(a: Any, b: Any) -> bool:
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+# -- running a test cell ---------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    grade_id: str
+    points: float
+    passed: bool
+    #: For the TA: exception type and full message.
+    ename: str = ""
+    message: str = ""
+    #: For the student: the message, with expected values removed if the failing line is hidden.
+    public_message: str = ""
+    hidden: bool = False
+    #: Set when the student's process could not answer (an ``Interrupted`` kind).
+    interrupted: str | None = None
+
+    @property
+    def score(self) -> float:
+        return float(self.points) if self.passed else 0.0
+
+    def summary(self) -> str:
+        """One line for grades.csv: ``Type: first line of the message``."""
+        first = (self.message.strip().splitlines() or [""])[0]
+        return f"{self.ename}: {first}".strip()
+
+
+def hidden_lines(source: str) -> set[int]:
+    """1-based line numbers inside hidden-test regions, markers included."""
+    hidden, inside = set(), False
+    for number, line in enumerate(source.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped == HIDDEN_BEGIN:
+            inside = True
+        if inside:
+            hidden.add(number)
+        if stripped == HIDDEN_END:
+            inside = False
+    return hidden
+
+
+def visible_source(source: str) -> str:
+    """The test cell as the release shows it: hidden regions removed."""
+    hidden = hidden_lines(source)
+    return "\n".join(line for number, line in enumerate(source.splitlines(), start=1) if number not in hidden)
+
+
+_EXPECTED = re.compile(r"expected .*?(?=\. Likely mistake: |$)", re.S)
+
+
+def redact(message: str) -> str:
+    """A failed hidden check's message without the value it expected."""
+    return _EXPECTED.sub("expected value not shown (hidden test)", message)
+
+
+def trusted_namespace() -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__name__": "__test__", "__builtins__": builtins, "torch": torch, "np": np, "math": math, "F": F}
+    for name in course_checks.TEST_CELL_NAMES:
+        if hasattr(course_checks, name) and name not in namespace:
+            value = getattr(course_checks, name)
+            if callable(value) and getattr(value, "__module__", None) == "course_checks" and isinstance(value, type(hidden_lines)):
+                value = wire.tag_factory(name, value)
+            namespace[name] = value
+    return namespace
+
+
+def _names_to_fetch(tree: ast.AST, trusted: dict[str, Any]) -> list[str]:
+    loaded, bound = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {alias.asname or alias.name.split(".")[0] for alias in node.names}
+    return sorted(loaded - bound - set(trusted) - set(dir(builtins)))
+
+
+class _Unreadable:
+    """Stands for a student value that could not cross; any use fails the test."""
+
+    def __init__(self, name: str, why: str) -> None:
+        self._why = f"{name} is {why}, which the grader cannot read"
+
+    def _fail(self, *_: Any, **__: Any) -> Any:
+        raise Interrupted(UNREADABLE, self._why)
+
+    __call__ = __getattr__ = __getitem__ = __iter__ = __len__ = __bool__ = __eq__ = __float__ = __int__ = _fail
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __matmul__ = _fail
+    __hash__ = None  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """Interrupt trusted code that runs past the cell's limit (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ring(_signum: int, _frame: Any) -> None:
+        raise Interrupted(TIMEOUT, f"the test cell ran past its {seconds:g} s limit")
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def _isolated_globals() -> Iterator[None]:
+    """Seed the global RNGs the same for every student and leave the grader's state as it was."""
+    torch_state, numpy_state, python_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
+    stdout, stderr = sys.stdout, sys.stderr
+    cuda_available = torch.cuda.is_available
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    sys.stdout = sys.stderr = io.StringIO()
+    # Student code runs on the CPU, so a test that picks its device from
+    # torch.cuda.is_available() must pick the CPU too.
+    torch.cuda.is_available = lambda: False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        torch.cuda.is_available = cuda_available
+        sys.stdout, sys.stderr = stdout, stderr
+        torch.set_rng_state(torch_state)
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+        torch.set_default_dtype(dtype)
+        torch.set_grad_enabled(grad)
+
+
+def run_test(kernel: Kernel, grade_id: str, source: str, points: float, seconds: float) -> Verdict:
+    """Run one trusted test cell against the student's code and decide pass or fail."""
+    filename = f"<test {grade_id}>"
+    hidden = hidden_lines(source)
+    try:
+        tree = ast.parse(source, filename=filename)
+        code = compile(tree, filename, "exec")
+    except SyntaxError as err:
+        return Verdict(grade_id, points, False, "SyntaxError", f"the test cell does not compile: {err}", "the test could not run", True)
+    namespace = trusted_namespace()
+    deadline = Deadline(seconds)
+    try:
+        # The alarm is a backstop for the trusted code; calls into the sandbox time out first.
+        with _isolated_globals(), _alarm(seconds + 2):
+            _fetch_names(kernel, _names_to_fetch(tree, namespace), namespace, deadline)
+            exec(code, namespace)  # noqa: S102 - trusted test source from the gradebook
+            if hasattr(kernel, "release_graphs"):
+                kernel.release_graphs()
+    except Interrupted as err:
+        return Verdict(grade_id, points, False, "NotGraded", str(err), str(err), _failed_line(err, filename) in hidden, err.kind)
+    except Exception as err:  # noqa: BLE001 - a failing check or a student exception is the verdict
+        is_hidden = _failed_line(err, filename) in hidden or not _failed_line(err, filename)
+        ename, message = type(err).__name__, str(err)
+        public = redact(message) if is_hidden and isinstance(err, AssertionError) else message
+        return Verdict(grade_id, points, False, ename, message, public[:2000], is_hidden)
+    return Verdict(grade_id, points, True)
+
+
+def _fetch_names(kernel: Kernel, names: list[str], namespace: dict[str, Any], deadline: Deadline) -> None:
+    if not names:
+        return
+    reply, blobs = kernel.request({"op": "lookup", "names": names}, [], deadline.left())
+    answers = reply.get("names")
+    if not isinstance(answers, dict):
+        raise Interrupted(PROTOCOL, "the student's process sent a malformed answer")
+    builder = _model_builder([])
+    for name in names:
+        answer = answers.get(name)
+        if not isinstance(answer, dict):
+            continue
+        kind = answer.get("kind")
+        if kind == "callable":
+            namespace[name] = StudentFunction(kernel, name, deadline)
+        elif kind == "value":
+            try:
+                namespace[name] = wire.decode(answer.get("value"), blobs, build_model=builder)
+            except wire.WireError as err:
+                raise Interrupted(PROTOCOL, f"the student's process sent a malformed value: {err}") from None
+        elif kind == "unreadable":
+            namespace[name] = _Unreadable(name, str(answer.get("type", "an object"))[:200])
+
+
+def _failed_line(error: BaseException, filename: str) -> int:
+    line = 0
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line

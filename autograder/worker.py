@@ -1,0 +1,380 @@
+"""The student's side: runs one notebook's code cells in the sandbox and answers calls.
+
+Started by ``sandbox.py`` as ``python -I -c <boot> <config>``.  Before any
+student code runs it drops to an unprivileged user (when started as root),
+sets its resource limits, points stdout and stderr at /dev/null and imports
+torch.  Then it serves requests from the grader over the socket on
+``config["fd"]``, in the format of ``wire.py``:
+
+``run``       execute one cell's source; reply with its captured output
+``lookup``    say whether names are functions or values (and send the values)
+``call``      call a function with decoded arguments, under the forbid rules
+              the test has open; reply with the result and the arguments as
+              they are afterwards, so the grader sees in-place changes
+``backward``  push gradients back through the graph of an earlier call
+``release``   forget the graphs kept for ``backward``
+
+Nothing the student does here can change a verdict: the grader decides every
+verdict from the data this process sends, and this process never sees a test.
+Everything in this file is therefore a convenience for honest code, not a
+defence; the defences are the sandbox around it and the grader's decoder.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import contextlib
+import io
+import json
+import os
+import resource
+import socket
+import sys
+import traceback
+from typing import Any
+
+def _drop_privileges(uid: int | None) -> None:
+    if uid is None or os.getuid() != 0:
+        return
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    if os.getuid() == 0 or os.geteuid() == 0:
+        raise SystemExit("could not drop root privileges")
+
+
+def _set_limits(limits: dict) -> None:
+    def cap(kind: int, value: int) -> None:
+        soft, hard = resource.getrlimit(kind)
+        new_hard = value if hard == resource.RLIM_INFINITY else min(hard, value)
+        resource.setrlimit(kind, (min(value, new_hard), new_hard))
+
+    cap(resource.RLIMIT_AS, int(limits["memory_bytes"]))
+    cap(resource.RLIMIT_FSIZE, int(limits["file_bytes"]))
+    cap(resource.RLIMIT_NOFILE, 256)
+    cap(resource.RLIMIT_CORE, 0)
+    cap(resource.RLIMIT_CPU, int(limits["cpu_seconds"]))
+    # Counted per user: only meaningful for an unprivileged user of its own,
+    # which the bubblewrap sandbox gives us.
+    cap(resource.RLIMIT_NPROC, int(limits["processes"]))
+
+
+def _silence_standard_streams() -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+class _CappedText(io.TextIOBase):
+    """A text stream that keeps the first ``limit`` characters and counts the rest."""
+
+    def __init__(self, limit: int, name: str) -> None:
+        self.limit = limit
+        self.name = name
+        self.parts: list[str] = []
+        self.size = 0
+        self.dropped = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: Any) -> int:
+        text = str(text)
+        room = self.limit - self.size
+        if room > 0:
+            self.parts.append(text[:room])
+            self.size += min(room, len(text))
+        self.dropped += max(0, len(text) - max(room, 0))
+        return len(text)
+
+    def text(self) -> str:
+        body = "".join(self.parts)
+        if self.dropped:
+            body += f"\n[... {self.dropped} more characters of output dropped by the grader]\n"
+        return body
+
+
+def _python_source(source: str) -> str:
+    """The cell as plain Python: IPython magics and shell escapes become ``pass``."""
+    lines = source.splitlines()
+    if lines and lines[0].lstrip().startswith("%%"):
+        magic = lines[0].split()[0][2:]
+        if magic not in ("time", "timeit", "capture"):
+            return ""
+        lines = lines[1:]
+    out = []
+    for line in lines:
+        stripped = line.lstrip()
+        if stripped.startswith(("%", "!")):
+            out.append(line[: len(line) - len(stripped)] + "pass")
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+class Worker:
+    def __init__(self, sock: socket.socket, config: dict) -> None:
+        import numpy as np
+        import torch
+
+        import course_checks
+
+        from . import wire
+
+        self.sock = sock
+        self.config = config
+        self.wire = wire
+        self.torch = torch
+        self.np = np
+        self.course_checks = course_checks
+        self.forbid = course_checks.forbid
+        self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        self.graphs: dict[int, tuple[list, list]] = {}
+        self._passed_functions: dict[int, str] = {}
+        self.next_graph = 0
+        self.output_limit = int(config["output_chars"])
+        self._tag_factories()
+
+    # -- models -------------------------------------------------------------
+
+    def _tag_factories(self) -> None:
+        """Models built by course_checks factories remember their recipe, so they can be sent."""
+        for name in sorted(self.course_checks.TEST_CELL_NAMES):
+            value = getattr(self.course_checks, name, None)
+            if callable(value) and getattr(value, "__module__", None) == "course_checks" and isinstance(value, type(_python_source)):
+                setattr(self.course_checks, name, self.wire.tag_factory(name, value))
+
+    def _build_model(self, spec: Any, state: dict, grads: dict, training: Any) -> Any:
+        factory = getattr(self.course_checks, spec.factory, None)
+        if spec.factory not in self.course_checks.TEST_CELL_NAMES or not callable(factory):
+            raise self.wire.WireError(f"unknown model factory {spec.factory!r}")
+        model = factory(*spec.args, **spec.kwargs)
+        self.wire.load_model_state(model, state, grads, training)
+        return model
+
+    # -- requests -----------------------------------------------------------
+
+    def serve(self) -> None:
+        wire = self.wire
+        wire.send(self.sock, {"op": "hello", "pid": os.getpid()})
+        while True:
+            try:
+                header, blobs = wire.recv(self.sock, max_frame=int(self.config["frame_bytes"]))
+            except EOFError:
+                return
+            op = header.get("op")
+            if op == "exit":
+                return
+            handler = getattr(self, f"_op_{op}", None)
+            if handler is None:
+                reply, reply_blobs = {"ok": False, "error": wire.encode_error(ValueError(f"unknown op {op!r}"))}, []
+            else:
+                try:
+                    reply, reply_blobs = handler(header, blobs)
+                except Exception as err:  # noqa: BLE001 - a bad request must not end the worker
+                    reply, reply_blobs = {"ok": False, "error": wire.encode_error(err, traceback.format_exc())}, []
+            reply["seq"] = header.get("seq")
+            wire.send(self.sock, reply, reply_blobs)
+
+    def _op_run(self, header: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
+        source = _python_source(str(header.get("source", "")))
+        stdout = _CappedText(self.output_limit, "stdout")
+        stderr = _CappedText(self.output_limit, "stderr")
+        result_text = None
+        error = None
+        with self._captured(stdout, stderr):
+            try:
+                index = header.get("index")
+                result = self._exec_cell(source, f"<cell {index + 1 if isinstance(index, int) else '?'}>")
+                if result is not None:
+                    result_text = _safe_repr(result, self.output_limit)
+            except BaseException as err:  # noqa: BLE001 - everything the cell raises is its output
+                error = err
+        images = self._figures()
+        reply: dict[str, Any] = {"ok": error is None, "stdout": stdout.text(), "stderr": stderr.text(), "result": result_text}
+        if error is not None:
+            reply["error"] = self.wire.encode_error(error, _student_traceback(error))
+        reply["images"] = len(images)
+        return reply, images
+
+    def _exec_cell(self, source: str, filename: str) -> Any:
+        tree = ast.parse(source, filename=filename, mode="exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, filename, "exec"), self.namespace)  # noqa: S102 - running student code is the job
+        if last is not None:
+            return eval(compile(last, filename, "eval"), self.namespace)  # noqa: S307
+        return None
+
+    @contextlib.contextmanager
+    def _captured(self, stdout: Any, stderr: Any):
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = stdout, stderr
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = saved
+
+    def _figures(self) -> list[bytes]:
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None:
+            return []
+        images = []
+        try:
+            for number in list(pyplot.get_fignums())[:8]:
+                buffer = io.BytesIO()
+                pyplot.figure(number).savefig(buffer, format="png", dpi=72)
+                if buffer.tell() <= 2 * 2**20:
+                    images.append(buffer.getvalue())
+            pyplot.close("all")
+        except Exception:  # noqa: BLE001 - a broken plot is the student's output, not ours
+            return images
+        return images
+
+    def _op_lookup(self, header: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
+        encoder = self.wire.Encoder(model_spec=self.wire.model_origin)
+        answers = {}
+        for name in header.get("names", []):
+            if not isinstance(name, str) or name not in self.namespace:
+                answers[name] = {"kind": "missing"}
+                continue
+            value = self.namespace[name]
+            if callable(value) and not isinstance(value, self.torch.nn.Module):
+                answers[name] = {"kind": "callable"}
+                continue
+            try:
+                answers[name] = {"kind": "value", "value": encoder.encode(value)}
+            except self.wire.Unencodable as err:
+                answers[name] = {"kind": "unreadable", "type": str(err)}
+        return {"ok": True, "names": answers}, encoder.blobs
+
+    def _op_call(self, header: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
+        wire, torch = self.wire, self.torch
+        name = header.get("name")
+        function = self.namespace.get(name) if isinstance(name, str) else None
+        if function is None:
+            return {"ok": False, "error": wire.encode_error(NameError(f"name {name!r} is not defined"))}, []
+        self._passed_functions: dict[int, str] = {}
+        decoder = wire.Decoder(blobs, build_model=self._build_model, resolve_callable=self._resolve_callable)
+        try:
+            args, kwargs = decoder.decode(header.get("args"))
+        except Exception as err:  # noqa: BLE001
+            return {"ok": False, "error": wire.encode_error(err)}, []
+        sink = _CappedText(0, "discarded")
+        keep_graph = bool(header.get("keep_graph"))
+        try:
+            with self._captured(sink, sink), contextlib.ExitStack() as stack:
+                for names, hint in header.get("forbids", []):
+                    stack.enter_context(self.forbid(*names, hint=hint))
+                stack.enter_context(torch.set_grad_enabled(bool(header.get("grad_enabled", True))))
+                result = function(*args, **kwargs)
+        except BaseException as err:  # noqa: BLE001 - the student's exception is the answer
+            return {"ok": False, "error": wire.encode_error(err, _student_traceback(err))}, []
+        encoder = wire.Encoder(model_spec=wire.model_origin)
+        try:
+            reply: dict[str, Any] = {"ok": True, "result": encoder.encode(result)}
+        except wire.Unencodable as err:
+            return {"ok": True, "unreadable": f"{name} returned {err}"}, []
+        after = wire.Encoder(model_spec=wire.model_origin, callable_name=lambda value: self._passed_functions.get(id(value)))
+        try:
+            after_tree = after.encode((args, kwargs))
+        except wire.Unencodable:
+            after_tree = header.get("args")
+        if json.dumps(after_tree, sort_keys=True) != json.dumps(header.get("args"), sort_keys=True) or after.blobs != blobs:
+            reply["args_after"] = _shift_blobs(after_tree, len(encoder.blobs))
+            encoder.blobs.extend(after.blobs)
+        if keep_graph:
+            inputs = wire.grad_inputs((args, kwargs))
+            outputs = wire.tensors_in(result)
+            handle = self.next_graph
+            self.next_graph += 1
+            self.graphs[handle] = (inputs, outputs)
+            reply["graph"] = handle
+            reply["outputs_need_grad"] = [bool(t.requires_grad) for t in outputs]
+        return reply, encoder.blobs
+
+    def _resolve_callable(self, name: str) -> Any:
+        if name not in self.namespace:
+            raise self.wire.WireError(f"no student function {name!r}")
+        function = self.namespace[name]
+        self._passed_functions[id(function)] = name
+        return function
+
+    def _op_backward(self, header: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
+        wire, torch = self.wire, self.torch
+        graph = self.graphs.get(header.get("graph"))
+        if graph is None:
+            return {"ok": False, "error": wire.encode_error(RuntimeError("that graph is gone"))}, []
+        inputs, outputs = graph
+        try:
+            grads = wire.decode(header.get("grads"), blobs)
+            pairs = [(o, g) for o, g in zip(outputs, grads) if g is not None and o.requires_grad]
+            if not pairs or not inputs:
+                result = [None] * len(inputs)
+            else:
+                result = list(
+                    torch.autograd.grad(
+                        [o for o, _ in pairs], inputs, [g for _, g in pairs], allow_unused=True, retain_graph=True
+                    )
+                )
+        except BaseException as err:  # noqa: BLE001
+            return {"ok": False, "error": wire.encode_error(err, _student_traceback(err))}, []
+        tree, out_blobs = wire.encode(result)
+        return {"ok": True, "grads": tree}, out_blobs
+
+    def _op_release(self, header: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
+        self.graphs.clear()
+        return {"ok": True}, []
+
+
+def _shift_blobs(tree: Any, offset: int) -> Any:
+    """Renumber blob indexes in an encoded tree (two trees share one frame)."""
+    if isinstance(tree, list):
+        return [_shift_blobs(v, offset) for v in tree]
+    if isinstance(tree, dict):
+        return {k: (v + offset if k == "b" and isinstance(v, int) else _shift_blobs(v, offset)) for k, v in tree.items()}
+    return tree
+
+
+def _safe_repr(value: Any, limit: int) -> str:
+    try:
+        text = repr(value)
+    except BaseException:  # noqa: BLE001
+        return "<unprintable value>"
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _student_traceback(error: BaseException) -> str:
+    """The traceback without this file's frames."""
+    try:
+        frames = traceback.extract_tb(error.__traceback__)
+        frames = [f for f in frames if f.filename != __file__]
+        lines = traceback.format_list(frames[-20:]) + traceback.format_exception_only(type(error), error)
+        return "Traceback (most recent call last):\n" + "".join(lines)
+    except BaseException:  # noqa: BLE001
+        return ""
+
+
+def main(config_json: str) -> None:
+    config = json.loads(config_json)
+    sock = socket.socket(fileno=int(config["fd"]))
+    _drop_privileges(config.get("uid"))
+    _set_limits(config["limits"])
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    try:
+        worker = Worker(sock, config)
+        import matplotlib
+
+        matplotlib.use("Agg")
+    except BaseException as err:  # noqa: BLE001 - tell the grader why, then stop
+        from . import wire
+
+        wire.send(sock, {"op": "fatal", "error": wire.encode_error(err, traceback.format_exc())})
+        raise
+    _silence_standard_streams()
+    worker.serve()
+    # Skip interpreter shutdown: atexit handlers and threads are the student's.
+    os._exit(0)

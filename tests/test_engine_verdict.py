@@ -1,0 +1,168 @@
+"""Trusted test cells against a live sandboxed worker: proxies, exceptions, mutation, autograd, models.
+
+One worker serves the whole module (it is restarted once, by the timeout test).
+"""
+
+import pytest
+
+from autograder import sandbox
+from autograder.execute import KernelSession
+from autograder.verdict import run_test
+
+STUDENT = '''
+import torch, numpy as np
+import torch.nn.functional as F
+from course_checks import *
+
+def double(x):
+    return 2 * x
+
+def scale_in_place(x):
+    x *= 3
+    return x
+
+def append_one(items):
+    items.append(1)
+    return len(items)
+
+def picky(x):
+    if x < 0:
+        raise ValueError("negative")
+    return x
+
+class LabelError(ValueError):
+    pass
+
+def custom(x):
+    raise LabelError("bad label 7")
+
+def interrupt(x):
+    raise KeyboardInterrupt
+
+def uses_softplus(x):
+    return F.softplus(x)
+
+def sgd_step(model, lr):
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= lr * p.grad
+
+def new_model(seed):
+    return make_mlp((2, 3), seed=seed)
+
+def apply(fn, x):
+    return fn(x)
+
+def give_lambda():
+    return lambda: 1
+
+def stuck(x):
+    while True:
+        pass
+
+q1_answer = "b"
+weights = np.arange(4.0)
+gen = (i for i in range(3))
+'''
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    limits = sandbox.Limits(cell_seconds=5, notebook_seconds=60, memory_bytes=2 * 2**30)
+    session = KernelSession(sandbox.prepare_scratch([]), limits, sandbox.sandbox_mode())
+    record = session.run_cell(0, STUDENT)
+    assert not [o for o in record.outputs if o["output_type"] == "error"], record.outputs
+    yield session
+    session.close()
+
+
+def verdict(kernel, source, hidden=False):
+    if hidden:
+        source = "### BEGIN HIDDEN TESTS\n" + source + "\n### END HIDDEN TESTS"
+    return run_test(kernel, "t", source, 1.0, 5.0)
+
+
+def test_a_correct_function_passes_and_a_wrong_check_fails(kernel):
+    assert verdict(kernel, "check_close(double(torch.tensor([1.0, 2.0])), torch.tensor([2.0, 4.0]), what='double')").passed
+    failed = verdict(kernel, "check_close(double(torch.tensor([1.0])), torch.tensor([3.0]), what='double', hint='triple it')")
+    assert not failed.passed and failed.ename == "AssertionError" and "triple it" in failed.message
+
+
+def test_in_place_changes_come_back_so_mutation_checks_work(kernel):
+    result = verdict(kernel, "x = torch.ones(3)\ncheck_not_mutated(scale_in_place, x, what='scale_in_place')")
+    assert not result.passed and "changed its input in place" in result.message
+    assert verdict(kernel, "x = torch.ones(3)\nscale_in_place(x)\ncheck(bool((x == 3).all()), 'x is scaled in place')").passed
+    assert verdict(kernel, "items = [0]\nn = append_one(items)\ncheck(items == [0, 1] and n == 2, 'list grew')").passed
+
+
+def test_student_exceptions_are_reraised_by_type(kernel):
+    assert verdict(kernel, "check_raises(ValueError, picky, -1, what='picky')").passed
+    assert verdict(kernel, "check_raises(ValueError, custom, 1, what='custom')").passed
+    wrong = verdict(kernel, "check_raises(TypeError, picky, -1, what='picky')")
+    assert not wrong.passed and "raised ValueError" in wrong.message
+    named = verdict(kernel, "custom(1)")
+    assert named.ename == "LabelError" and "bad label 7" in named.message
+    # A KeyboardInterrupt from student code must not reach the grader as one.
+    stopped = verdict(kernel, "check_raises(ValueError, interrupt, 1, what='interrupt')")
+    assert not stopped.passed and "KeyboardInterrupt" in stopped.message
+
+
+def test_open_forbid_blocks_apply_inside_the_sandbox(kernel):
+    forbidden = verdict(kernel, "with forbid('torch.nn.functional.softplus', hint='write it yourself'):\n    uses_softplus(torch.ones(2))")
+    assert not forbidden.passed and forbidden.ename == "ForbiddenCallError" and "write it yourself" in forbidden.message
+    assert verdict(kernel, "check_close(uses_softplus(torch.zeros(1)), torch.log(torch.tensor([2.0])), what='softplus')").passed
+    # Forbidding what the grader itself uses to copy tensors must not break the copying.
+    machinery = "with forbid('torch.Tensor.contiguous', 'torch.frombuffer', 'torch.Tensor.reshape', 'torch.equal'):\n    y = double(torch.ones(2, 2).t())"
+    assert verdict(kernel, machinery + "\ncheck(y.shape == (2, 2), 'shape')").passed
+
+
+def test_gradients_flow_back_through_a_student_function(kernel):
+    source = """
+leaf = torch.linspace(-1, 1, 5, requires_grad=True)
+double(leaf).pow(2).sum().backward()
+check_close(leaf.grad, 8 * leaf.detach(), what='gradient through double')
+"""
+    assert verdict(kernel, source).passed
+
+
+def test_models_cross_and_their_updates_come_back(kernel):
+    source = """
+model = make_mlp((3, 4, 2), seed=1)
+reference = make_mlp((3, 4, 2), seed=1)
+x = torch.linspace(-1, 1, 6).reshape(2, 3)
+for m in (model, reference):
+    m(x).pow(2).sum().backward()
+sgd_step(model, 0.1)
+with torch.no_grad():
+    expected = [p - 0.1 * p.grad for p in reference.parameters()]
+check_each_close(list(model.parameters()), expected, what='after one step')
+returned = new_model(3)
+check_each_close(list(returned.parameters()), list(make_mlp((2, 3), seed=3).parameters()), what='returned model')
+"""
+    assert verdict(kernel, source).passed
+
+
+def test_values_functions_and_unreadable_objects(kernel):
+    assert verdict(kernel, "check(q1_answer == 'b', 'answer')\ncheck(weights.sum() == 6.0, 'weights')").passed
+    assert verdict(kernel, "check_close(apply(double, torch.ones(1)), torch.tensor([2.0]), what='apply')").passed
+    lam = verdict(kernel, "give_lambda()")
+    assert not lam.passed and lam.interrupted == "unreadable"
+    gen_ = verdict(kernel, "check(list(gen) == [0, 1, 2], 'gen')")
+    assert not gen_.passed and "cannot read" in gen_.message
+    assert verdict(kernel, "never_defined(1)").ename == "NameError"
+
+
+def test_hidden_failures_do_not_show_expected_values(kernel):
+    hidden = verdict(kernel, "check_close(double(torch.tensor([1.0])), torch.tensor([3.25]), what='double', hint='triple it')", hidden=True)
+    assert not hidden.passed and hidden.hidden
+    assert "3.25" in hidden.message and "3.25" not in hidden.public_message and "triple it" in hidden.public_message
+    visible = verdict(kernel, "check_close(double(torch.tensor([1.0])), torch.tensor([3.25]), what='double')")
+    assert not visible.hidden and "3.25" in visible.public_message
+
+
+def test_a_hang_fails_its_test_even_under_check_raises_and_the_kernel_comes_back(kernel):
+    result = verdict(kernel, "check_raises(Exception, stuck, 1, what='stuck')")
+    assert not result.passed and result.interrupted == "timeout"
+    assert any(event.kind == "timeout" for event in kernel.events)
+    # A fresh worker replayed the cells: everything else still works.
+    assert verdict(kernel, "check_close(double(torch.tensor([1.0])), torch.tensor([2.0]), what='double')").passed
