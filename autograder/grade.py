@@ -65,6 +65,8 @@ def _grade_one(course: Course, submission: Submission, trusted: dict, limits: sa
     results: list[NotebookResult] = []
     try:
         for name, notebook in sorted(trusted.items()):
+            if not (submission.folder / name).is_file():
+                continue  # a notebook the gradebook knows but source/ no longer has: recorded as unanswered
             plan = plan_notebook(read_submitted(submission.folder / name), notebook)
             results.append(run_notebook(name, plan, scratch, limits, mode))
     finally:

@@ -149,7 +149,10 @@ def _submission_row(gradebook: Gradebook, submission: Submission, timestamp: str
     except MissingEntry:
         record = SubmittedAssignment(assignment=assignment, student=student)
         session.add(record)
-    record.timestamp = parse_utc(timestamp) if timestamp else None
+    try:
+        record.timestamp = parse_utc(timestamp) if timestamp else None
+    except (ValueError, OverflowError, TypeError):
+        record.timestamp = None  # timestamp.txt comes with the submission: unreadable means unknown
     with session.no_autoflush:
         existing = {nb.notebook_id: nb for nb in record.notebooks}
         for notebook in assignment.notebooks:
@@ -189,6 +192,12 @@ def record_graded(
         try:
             record = _submission_row(gradebook, submission, timestamp)
             by_name = {f"{nb.notebook.name}.ipynb": nb for nb in record.notebooks}
+            graded_names = {result.name for result in results}
+            for name, submitted in by_name.items():
+                if name not in graded_names:
+                    # Like nbgrader: a notebook that was not handed in scores 0 everywhere.
+                    for grade in submitted.grades:
+                        _set_auto(grade, 0.0)
             for result in results:
                 submitted = by_name.get(result.name)
                 if submitted is None:

@@ -82,7 +82,8 @@ def _probe_bubblewrap() -> str | None:
     if shutil.which("bwrap") is None:
         return "bwrap is not installed (apt-get install bubblewrap)"
     with tempfile.TemporaryDirectory(prefix="autograder-probe-") as folder:
-        command = _bwrap_command(Path(folder), Limits(), [sys.executable, "-I", "-c", "pass"], None)
+        uid = sandbox_uid() if os.getuid() == 0 else None
+        command = _bwrap_command(Path(folder), Limits(), [sys.executable, "-I", "-c", "pass"], uid)
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as err:
@@ -146,6 +147,8 @@ def _bwrap_command(scratch: Path, limits: Limits, argv: list[str], uid: int | No
         elif target.is_dir():
             command += ["--ro-bind", str(target), str(target)]
     command += ["--proc", "/proc", "--dev", "/dev"]
+    # Shared memory for DataLoader workers and multiprocessing locks.
+    command += ["--perms", "1777", "--size", str(limits.tmpfs_bytes // 4), "--tmpfs", "/dev/shm"]
     made: set[Path] = set()
     for path in binds + [executable.parent]:
         for parent in _ancestors(path):
@@ -278,6 +281,20 @@ class Worker:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
+def _threads_of(uid: int) -> int:
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            if fields.get("Uid", "").split()[:1] == [str(uid)]:
+                count += int(fields.get("Threads", "1").strip() or 1)
+    return count
+
+
 def sandbox_uid() -> int:
     """An unprivileged user id for one worker, so its process limit counts only its own processes."""
     return random.SystemRandom().randrange(200_000, 260_000)
@@ -287,10 +304,14 @@ def start_worker(scratch: Path, limits: Limits, mode: str) -> Worker:
     """Start a worker in ``mode`` and wait for its hello (or raise SandboxError)."""
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     uid = sandbox_uid() if (mode == BUBBLEWRAP and os.getuid() == 0) else None
+    worker_limits = limits.for_worker()
+    if uid is None and os.getuid() != 0:
+        # The process limit counts every process of this user, not just the worker's.
+        worker_limits["processes"] += _threads_of(os.getuid())
     config = {
         "fd": child_end.fileno(),
         "uid": uid,
-        "limits": limits.for_worker(),
+        "limits": worker_limits,
         "output_chars": limits.output_chars,
         "frame_bytes": limits.frame_bytes,
     }

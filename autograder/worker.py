@@ -375,6 +375,9 @@ def main(config_json: str) -> None:
         wire.send(sock, {"op": "fatal", "error": wire.encode_error(err, traceback.format_exc())})
         raise
     _silence_standard_streams()
+    # Like a Jupyter kernel, the student's own modules next to the notebook import;
+    # last on the path, so they cannot stand in for a library.
+    sys.path.append(os.getcwd())
     worker.serve()
     # Skip interpreter shutdown: atexit handlers and threads are the student's.
     os._exit(0)

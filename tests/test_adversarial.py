@@ -252,6 +252,18 @@ def test_nbgrader_feedback_and_export_work_on_the_gradebook(graded):
         cwd=graded.course.root, capture_output=True, text=True, env=env, timeout=300,
     )
     assert export.returncode == 0, export.stderr[-2000:]
+    # The formgrader renders an autograded notebook with its own template.
+    from nbconvert.exporters import HTMLExporter
+    from nbgrader.server_extensions.formgrader import handlers
+    from traitlets.config import Config
+
+    config = Config()
+    config.HTMLExporter.template_name = "formgrade"
+    config.HTMLExporter.extra_template_basedirs = [handlers.template_path]
+    resources = {"assignment_id": ASSIGNMENT, "notebook_id": "adv", "submission_id": "x", "index": 0, "total": 1,
+                 "base_url": "", "student": "aaa_wrong", "last_name": None, "first_name": None, "notebook_path": "/x"}
+    page, _ = HTMLExporter(config=config).from_filename(str(graded.course.autograded / "aaa_wrong" / ASSIGNMENT / "adv.ipynb"), resources=resources)
+    assert 'id="q_why"' in page and 'id="test_double_hidden"' in page
     lines = (graded.course.root / "export.csv").read_text().splitlines()
     scores = {line.split(",")[3]: line.split(",")[-2] for line in lines[1:]}
     assert float(scores["aaa_correct"]) == 5.0 and float(scores["aaa_wrong"]) == 0.0

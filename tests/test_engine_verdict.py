@@ -60,6 +60,11 @@ def stuck(x):
     while True:
         pass
 
+def loader_total(n):
+    from torch.utils.data import DataLoader, TensorDataset
+    loader = DataLoader(TensorDataset(torch.arange(float(n))), batch_size=3, num_workers=2)
+    return sum(float(batch[0].sum()) for batch in loader)
+
 q1_answer = "b"
 weights = np.arange(4.0)
 gen = (i for i in range(3))
@@ -150,6 +155,10 @@ def test_values_functions_and_unreadable_objects(kernel):
     gen_ = verdict(kernel, "check(list(gen) == [0, 1, 2], 'gen')")
     assert not gen_.passed and "cannot read" in gen_.message
     assert verdict(kernel, "never_defined(1)").ename == "NameError"
+
+
+def test_dataloader_workers_run_in_the_sandbox(kernel):
+    assert verdict(kernel, "check(loader_total(10) == 45.0, 'sum over a DataLoader with worker processes')").passed
 
 
 def test_hidden_failures_do_not_show_expected_values(kernel):
