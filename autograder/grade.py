@@ -15,6 +15,7 @@ from tqdm import tqdm
 from . import sandbox
 from .collect import Submission, collect, plan_notebook, read_submitted, trusted_notebooks
 from .course import Course
+from .errors import UsageError
 from .execute import NotebookResult, run_notebook
 from .record import GradeRow, enrolled_students, knows_assignment, record_graded, record_ungraded, write_csv
 from .release import generate_release
@@ -27,11 +28,21 @@ _EVENT_STATUS = {PROTOCOL: Status.TAMPERED, MEMORY: Status.MEMORY_LIMIT, TIMEOUT
 
 
 def default_limits(course: Course) -> sandbox.Limits:
-    """The sandbox limits, with the per-cell limit taken from nbgrader's ``Execute.timeout``."""
-    configured = course.config().Execute.get("timeout")
-    if isinstance(configured, (int, float)) and configured > 0:
-        return sandbox.Limits(cell_seconds=float(configured))
-    return sandbox.Limits()
+    """The sandbox limits: nbgrader's ``Execute.timeout`` per cell, and any ``c.Sandbox.<field>``
+    of nbgrader_config.py (``c.Sandbox.notebook_seconds = 600``, ``c.Sandbox.memory_bytes = 8 * 2**30``...)."""
+    config = course.config()
+    values: dict = {}
+    timeout = config.Execute.get("timeout")
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+        values["cell_seconds"] = float(timeout)
+    fields = sandbox.Limits.__dataclass_fields__
+    for key, value in config.get("Sandbox", {}).items():
+        if key not in fields:
+            raise UsageError(f"nbgrader_config.py: c.Sandbox.{key} is not a sandbox limit (known: {', '.join(fields)})")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise UsageError(f"nbgrader_config.py: c.Sandbox.{key} must be a positive number")
+        values[key] = type(getattr(sandbox.Limits(), key))(value)
+    return sandbox.Limits(**values)
 
 
 def grade_assignment(
