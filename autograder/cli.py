@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
 from .course import Course
 from .errors import UsageError
-from .grade import grade_assignment
+from .grade import grade_assignment, resolve_device
 from .release import generate_release
 from .report import print_table
 from .samples import install_samples
@@ -23,6 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--course", default=".", help="course directory (default: the current one)")
     grade.add_argument("--student", action="append", default=None, metavar="ID", help="grade only this student (repeatable)")
     grade.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    grade.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="grade N submissions at a time (default: the number of CPU cores)"
+    )
+    grade.add_argument(
+        "--device", choices=("cpu", "cuda", "auto"), default="auto", help="where student functions run (default: cuda if available)"
+    )
 
     release = commands.add_parser("release", help="regenerate release/ from source/")
     release.add_argument("assignment", nargs="*", help="default: every assignment")
@@ -44,9 +51,14 @@ def _assignments(course: Course, names: list[str]) -> list[str]:
 
 def run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "grade":
+        resolve_device(args.device)  # a missing GPU is reported before anything else
     course = Course.open(args.course)
     if args.command == "grade":
-        rows, csv_path = grade_assignment(course, args.assignment, args.student, progress=not args.no_progress)
+        workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+        rows, csv_path = grade_assignment(
+            course, args.assignment, args.student, progress=not args.no_progress, workers=workers, device=args.device
+        )
         print_table(args.assignment, rows, sys.stdout)
         print(f"grades written to {csv_path} and the gradebook at {course.db_url}")
     elif args.command == "release":

@@ -54,10 +54,11 @@ class NotebookResult:
 class KernelSession:
     """The student's process for one notebook, restarted and replayed when it breaks."""
 
-    def __init__(self, scratch: Path, limits: sandbox.Limits, mode: str) -> None:
+    def __init__(self, scratch: Path, limits: sandbox.Limits, mode: str, device: str = "cpu") -> None:
         self.scratch = scratch
         self.limits = limits
         self.mode = mode
+        self.device = device
         self.worker: sandbox.Worker | None = None
         self.events: list[Event] = []
         self.history: list[tuple[int, str]] = []
@@ -97,7 +98,7 @@ class KernelSession:
                 continue
             self.starts += 1
             try:
-                self.worker = sandbox.start_worker(self.scratch, self.limits, self.mode)
+                self.worker = sandbox.start_worker(self.scratch, self.limits, self.mode, self.device)
             except sandbox.SandboxError as err:
                 self.gave_up = f"the sandbox could not start: {err}"
                 self.events.append(Event(DIED, self.gave_up))
@@ -246,9 +247,9 @@ def _error_output(ename: str, evalue: str, traceback_text: str = "") -> dict:
     return nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=lines)
 
 
-def run_notebook(name: str, plan: Plan, scratch: Path, limits: sandbox.Limits, mode: str) -> NotebookResult:
+def run_notebook(name: str, plan: Plan, scratch: Path, limits: sandbox.Limits, mode: str, device: str = "cpu") -> NotebookResult:
     """Grade one notebook following its plan; the sandbox is gone when this returns."""
-    session = KernelSession(scratch, limits, mode)
+    session = KernelSession(scratch, limits, mode, device)
     verdicts: dict[str, Verdict] = {}
     records: dict[int, CellRecord] = {}
     try:

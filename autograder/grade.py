@@ -3,16 +3,27 @@
 Each submission is graded on its own: its own scratch copy of its files, its
 own sandboxed worker per notebook, its own database transaction.  Nothing one
 submission does can reach another's files or grades.
+
+With ``workers`` > 1 the submissions are graded by a pool of processes (each
+with its own pre-warmed sandbox, see zygote.py, and one CPU thread per
+process), because test cells run in the grader and ``forbid`` patches torch
+for the whole process: threads would see each other's patches.  A pool
+process only computes a submission's results; every write (gradebook,
+autograded notebooks, grades.csv) happens here, in this one process, in the
+order submissions finish, so concurrency cannot corrupt the gradebook.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from tqdm import tqdm
 
-from . import sandbox
+from . import sandbox, verdict
 from .collect import Submission, collect, plan_notebook, read_submitted, trusted_notebooks
 from .course import Course
 from .errors import UsageError
@@ -45,13 +56,32 @@ def default_limits(course: Course) -> sandbox.Limits:
     return sandbox.Limits(**values)
 
 
+def resolve_device(device: str) -> str:
+    """``cpu``, ``cuda`` or ``auto`` (cuda where torch sees a GPU) to ``cpu`` or ``cuda``."""
+    import torch
+
+    if device not in ("cpu", "cuda", "auto"):
+        raise UsageError(f"--device must be cpu, cuda or auto, not {device!r}")
+    available = torch.cuda.is_available()
+    if device == "cuda" and not available:
+        raise UsageError("--device cuda: no CUDA GPU is available here (torch.cuda.is_available() is False)")
+    if device == "auto":
+        return "cuda" if available else "cpu"
+    return device
+
+
 def grade_assignment(
     course: Course,
     assignment: str,
     students: list[str] | None = None,
     progress: bool = True,
     limits: sandbox.Limits | None = None,
+    workers: int = 1,
+    device: str = "cpu",
 ) -> tuple[list[GradeRow], Path]:
+    if not isinstance(workers, int) or workers < 1:
+        raise UsageError(f"--workers must be a positive integer, not {workers!r}")
+    device = resolve_device(device)
     course.require_assignment(assignment)
     if not knows_assignment(course, assignment):
         # Hidden tests reach the gradebook when nbgrader generates the release.
@@ -60,18 +90,69 @@ def grade_assignment(
     mode = sandbox.sandbox_mode()
     submissions = collect(course, assignment, students, enrolled_students(course))
     trusted = trusted_notebooks(course, assignment)
-    rows = []
-    for submission in tqdm(submissions, desc=f"grading {assignment}", unit="student", disable=not progress):
+    rows: list[GradeRow | None] = [None] * len(submissions)
+    todo = []
+    for position, submission in enumerate(submissions):
         if submission.problem is not None:
-            rows.append(record_ungraded(course, submission, submission.problem, submission.detail, mode))
-            continue
-        rows.append(_grade_one(course, submission, trusted, limits, mode))
-    csv_path = write_csv(rows, course.reports / assignment / "grades.csv")
-    return rows, csv_path
+            rows[position] = record_ungraded(course, submission, submission.problem, submission.detail, mode)
+        else:
+            todo.append(position)
+    bar = tqdm(total=len(submissions), desc=f"grading {assignment}", unit="student", disable=not progress)
+    bar.update(len(submissions) - len(todo))
+    workers = min(workers, max(len(todo), 1))
+    try:
+        if workers == 1:
+            sandbox.warm_up(limits, mode, device)
+            for position in todo:
+                submission = submissions[position]
+                results, status, detail = _grade_one(submission, trusted, limits, mode, device, course.release)
+                rows[position] = record_graded(course, submission, results, status, detail, mode)
+                bar.update()
+        else:
+            _grade_in_pool(course, submissions, todo, trusted, limits, mode, device, workers, rows, bar)
+    finally:
+        sandbox.stop_zygotes()
+        bar.close()
+    done = [row for row in rows if row is not None]
+    csv_path = write_csv(done, course.reports / assignment / "grades.csv")
+    return done, csv_path
 
 
-def _grade_one(course: Course, submission: Submission, trusted: dict, limits: sandbox.Limits, mode: str) -> GradeRow:
-    files = sandbox.submission_files(submission.folder, course.release / submission.assignment)
+def _grade_in_pool(course, submissions, todo, trusted, limits, mode, device, workers, rows, bar) -> None:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_init, initargs=(threads, limits, mode, device)) as pool:
+        pending: dict[Future, int] = {}
+        queue = list(todo)
+        # At most two submissions per process in flight: results arrive (and are recorded) as they finish.
+        while queue or pending:
+            while queue and len(pending) < 2 * workers:
+                position = queue.pop(0)
+                future = pool.submit(_grade_one, submissions[position], trusted, limits, mode, device, course.release)
+                pending[future] = position
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                position = pending.pop(future)
+                results, status, detail = future.result()
+                rows[position] = record_graded(course, submissions[position], results, status, detail, mode)
+                bar.update()
+
+
+def _pool_init(threads: int, limits: sandbox.Limits, mode: str, device: str) -> None:
+    """A pool process: its share of the CPU threads and a warm sandbox before the first submission."""
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    sandbox.warm_up(limits, mode, device)
+
+
+def _grade_one(
+    submission: Submission, trusted: dict, limits: sandbox.Limits, mode: str, device: str, release: Path
+) -> tuple[list[NotebookResult], Status, str]:
+    """Run one submission's notebooks; writes nothing (the caller records the results)."""
+    verdict.tolerance_scale = verdict.CUDA_TOLERANCE_SCALE if device == "cuda" else 1.0
+    files = sandbox.submission_files(submission.folder, release / submission.assignment)
     scratch = sandbox.prepare_scratch(files)
     results: list[NotebookResult] = []
     try:
@@ -79,11 +160,11 @@ def _grade_one(course: Course, submission: Submission, trusted: dict, limits: sa
             if not (submission.folder / name).is_file():
                 continue  # a notebook the gradebook knows but source/ no longer has: recorded as unanswered
             plan = plan_notebook(read_submitted(submission.folder / name), notebook)
-            results.append(run_notebook(name, plan, scratch, limits, mode))
+            results.append(run_notebook(name, plan, scratch, limits, mode, device))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     status, detail = _outcome(results)
-    return record_graded(course, submission, results, status, detail, mode)
+    return results, status, detail
 
 
 def _outcome(results: list[NotebookResult]) -> tuple[Status, str]:

@@ -17,6 +17,7 @@ mode is announced loudly and written into grades.csv.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
@@ -131,14 +132,18 @@ def _ancestors(path: Path) -> list[Path]:
     return [p for p in reversed(path.parents) if str(p) != "/"]
 
 
-def _bwrap_command(scratch: Path, limits: Limits, argv: list[str], uid: int | None) -> list[str]:
+def _bwrap_command(
+    scratch: Path, limits: Limits, argv: list[str], uid: int | None, caps: tuple[str, ...] = (), device: str = "cpu"
+) -> list[str]:
     prefixes = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
     executable = Path(sys.executable)
     binds: list[Path] = sorted(prefixes | set(_code_paths()))
     command = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
     command += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     if uid is not None:
-        command += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        caps = tuple(caps) + ("CAP_SETUID", "CAP_SETGID")
+    for cap in dict.fromkeys(caps):
+        command += ["--cap-add", cap]
     command += ["--ro-bind", "/usr", "/usr"]
     for name in ("bin", "lib", "lib64", "sbin"):
         target = Path("/") / name
@@ -147,6 +152,10 @@ def _bwrap_command(scratch: Path, limits: Limits, argv: list[str], uid: int | No
         elif target.is_dir():
             command += ["--ro-bind", str(target), str(target)]
     command += ["--proc", "/proc", "--dev", "/dev"]
+    if device == "cuda":
+        # The GPU's device nodes; nothing else of the host's /dev.
+        for node in sorted(Path("/dev").glob("nvidia*")):
+            command += ["--dev-bind", str(node), str(node)]
     # Shared memory for DataLoader workers and multiprocessing locks.
     command += ["--perms", "1777", "--size", str(limits.tmpfs_bytes // 4), "--tmpfs", "/dev/shm"]
     made: set[Path] = set()
@@ -166,13 +175,13 @@ def _bwrap_command(scratch: Path, limits: Limits, argv: list[str], uid: int | No
         for entry in sorted(files.iterdir()):
             command += ["--ro-bind", str(entry), f"{_SUBMISSION_DIR}/{entry.name}"]
     command += ["--chdir", _SUBMISSION_DIR, "--clearenv"]
-    for key, value in _environment(_HOME).items():
+    for key, value in _environment(_HOME, device).items():
         command += ["--setenv", key, value]
     return command + ["--", *argv]
 
 
-def _environment(home: str) -> dict[str, str]:
-    return {
+def _environment(home: str, device: str = "cpu") -> dict[str, str]:
+    variables = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": home,
         "TMPDIR": "/tmp" if home == _HOME else home,
@@ -186,6 +195,10 @@ def _environment(home: str) -> dict[str, str]:
         "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
+    if device == "cuda":
+        del variables["CUDA_VISIBLE_DEVICES"]
+        variables["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # deterministic cuBLAS
+    return variables
 
 
 def prepare_scratch(files: list[tuple[Path, str]]) -> Path:
@@ -300,21 +313,75 @@ def sandbox_uid() -> int:
     return random.SystemRandom().randrange(200_000, 260_000)
 
 
-def start_worker(scratch: Path, limits: Limits, mode: str) -> Worker:
-    """Start a worker in ``mode`` and wait for its hello (or raise SandboxError)."""
-    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    uid = sandbox_uid() if (mode == BUBBLEWRAP and os.getuid() == 0) else None
+#: Environment variable: "0" turns the pre-warmed zygote off (a fresh bwrap per notebook).
+ZYGOTE_VARIABLE = "AUTOGRADER_ZYGOTE"
+_zygotes: dict[tuple, "zygote.Zygote"] = {}
+
+
+def uses_zygote(mode: str) -> bool:
+    """Fork workers from a warm zygote only where it keeps every guarantee: bwrap, and root for the uids."""
+    return mode == BUBBLEWRAP and os.getuid() == 0 and os.environ.get(ZYGOTE_VARIABLE, "1") != "0"
+
+
+def warm_up(limits: Limits, mode: str, device: str = "cpu") -> None:
+    """Start the zygote now, before the first submission needs it."""
+    if uses_zygote(mode):
+        try:
+            _zygote_for(limits, device)
+        except SandboxError:
+            pass  # the first spawn retries and reports
+
+
+def _zygote_for(limits: Limits, device: str) -> "zygote.Zygote":
+    from . import zygote
+
+    wanted = zygote.Zygote(limits, device)
+    current = _zygotes.get(wanted.key())
+    if current is None:
+        for other in list(_zygotes.values()):
+            other.stop()
+        _zygotes.clear()
+        current = _zygotes[wanted.key()] = wanted
+    current.limits = limits
+    if not current.alive():
+        try:
+            current.start()
+        except zygote.ZygoteError as err:
+            raise SandboxError(str(err)) from err
+    return current
+
+
+def stop_zygotes() -> None:
+    """End every zygote (and so every process in their sandboxes)."""
+    for other in list(_zygotes.values()):
+        other.stop()
+    _zygotes.clear()
+
+
+atexit.register(stop_zygotes)
+
+
+def _worker_config(limits: Limits, uid: int | None, device: str) -> dict:
     worker_limits = limits.for_worker()
     if uid is None and os.getuid() != 0:
         # The process limit counts every process of this user, not just the worker's.
         worker_limits["processes"] += _threads_of(os.getuid())
-    config = {
-        "fd": child_end.fileno(),
+    return {
         "uid": uid,
         "limits": worker_limits,
         "output_chars": limits.output_chars,
         "frame_bytes": limits.frame_bytes,
+        "device": device,
     }
+
+
+def start_worker(scratch: Path, limits: Limits, mode: str, device: str = "cpu") -> Worker:
+    """Start a worker in ``mode`` and wait for its hello (or raise SandboxError)."""
+    if uses_zygote(mode):
+        return _fork_worker(scratch, limits, device)
+    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    uid = sandbox_uid() if (mode == BUBBLEWRAP and os.getuid() == 0) else None
+    config = dict(_worker_config(limits, uid, device), fd=child_end.fileno())
     roots = sorted({str(p.parent) for p in _code_paths()})
     boot = f"import sys; sys.path[:0] = {roots!r}; from autograder.worker import main; main(sys.argv[1])"
     argv = [sys.executable, "-I", "-B", "-c", boot, json.dumps(config)]
@@ -322,7 +389,7 @@ def start_worker(scratch: Path, limits: Limits, mode: str) -> Worker:
     log = open(log_path, "wb")  # noqa: SIM115 - handed to the child
     try:
         if mode == BUBBLEWRAP:
-            command = _bwrap_command(scratch, limits, argv, uid)
+            command = _bwrap_command(scratch, limits, argv, uid, device=device)
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(child_end.fileno(),), start_new_session=True
             )
@@ -332,7 +399,7 @@ def start_worker(scratch: Path, limits: Limits, mode: str) -> Worker:
             process = subprocess.Popen(
                 argv,
                 cwd=scratch / "submission",
-                env=_environment(str(home)),
+                env=_environment(str(home), device),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -346,6 +413,22 @@ def start_worker(scratch: Path, limits: Limits, mode: str) -> Worker:
         child_end.close()
         log.close()
     worker = Worker(process, parent_end, mode, log_path=log_path)
+    return _await_hello(worker, limits)
+
+
+def _fork_worker(scratch: Path, limits: Limits, device: str) -> Worker:
+    from . import zygote
+
+    uid = sandbox_uid()
+    try:
+        worker = _zygote_for(limits, device).spawn(scratch, limits, uid, _worker_config(limits, uid, device))
+    except zygote.ZygoteError as err:
+        raise SandboxError(f"the pre-warmed sandbox could not fork a worker: {err}") from err
+    return _await_hello(worker, limits)  # type: ignore[arg-type]
+
+
+def _await_hello(worker: Worker, limits: Limits) -> Worker:
+    parent_end = worker.channel
     deadline = time.monotonic() + limits.startup_seconds
     try:
         header, _ = wire.recv(parent_end, deadline, max_frame=2**20)

@@ -50,6 +50,13 @@ HIDDEN_END = "### END HIDDEN TESTS"
 TIMEOUT, DIED, MEMORY, PROTOCOL, UNREADABLE, GAVE_UP = "timeout", "died", "memory", "protocol", "unreadable", "gave up"
 
 
+#: Feedback for a function that mixes the GPU input with tensors it made on the CPU.
+DEVICE_ADVICE = (
+    "Likely mistake: your function creates a tensor on the CPU while its input is on the GPU. "
+    "Create new tensors on the input's device, e.g. torch.zeros(n, device=x.device) or torch.zeros_like(x)."
+)
+
+
 class Interrupted(BaseException):
     """The student's process could not answer (timeout, death, limits, protocol).
 
@@ -458,6 +465,28 @@ def redact(message: str) -> str:
     return _EXPECTED.sub("expected value not shown (hidden test)", message)
 
 
+#: How much looser than on the CPU comparisons are when student code ran on a GPU (set by grade.py).
+#: The GPU runs with TF32 off, so float32 results differ from the CPU's only by summation order.
+CUDA_TOLERANCE_SCALE = 10.0
+tolerance_scale = 1.0
+
+
+def _scaled(check: Any) -> Any:
+    """``check`` with its rtol and atol (given or default) multiplied by ``tolerance_scale``."""
+    import functools
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(check).parameters.items() if k in ("rtol", "atol")}
+
+    @functools.wraps(check)
+    def scaled(*args: Any, **kwargs: Any) -> Any:
+        for key, default in defaults.items():
+            kwargs[key] = kwargs.get(key, default) * tolerance_scale
+        return check(*args, **kwargs)
+
+    return scaled
+
+
 def trusted_namespace() -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": "__test__", "__builtins__": builtins, "torch": torch, "np": np, "math": math, "F": F}
     for name in course_checks.TEST_CELL_NAMES:
@@ -465,6 +494,8 @@ def trusted_namespace() -> dict[str, Any]:
             value = getattr(course_checks, name)
             if callable(value) and getattr(value, "__module__", None) == "course_checks" and isinstance(value, type(hidden_lines)):
                 value = wire.tag_factory(name, value)
+            if tolerance_scale != 1.0 and name in ("check_close", "check_each_close"):
+                value = _scaled(value)
             namespace[name] = value
     return namespace
 
@@ -567,6 +598,8 @@ def run_test(kernel: Kernel, grade_id: str, source: str, points: float, seconds:
     except Exception as err:  # noqa: BLE001 - a failing check or a student exception is the verdict
         is_hidden = _failed_line(err, filename) in hidden or not _failed_line(err, filename)
         ename, message = type(err).__name__, str(err)
+        if "Expected all tensors to be on the same device" in message:
+            message = f"{message.rstrip()} {DEVICE_ADVICE}"
         public = redact(message) if is_hidden and isinstance(err, AssertionError) else message
         return Verdict(grade_id, points, False, ename, message, public[:2000], is_hidden)
     return Verdict(grade_id, points, True)

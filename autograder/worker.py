@@ -50,7 +50,10 @@ def _set_limits(limits: dict) -> None:
         new_hard = value if hard == resource.RLIM_INFINITY else min(hard, value)
         resource.setrlimit(kind, (min(value, new_hard), new_hard))
 
-    cap(resource.RLIMIT_AS, int(limits["memory_bytes"]))
+    if not limits.get("gpu"):
+        # CUDA reserves far more address space than it uses, so on a GPU runner RLIMIT_AS
+        # would stop the driver itself; there the memory limit is the machine's.
+        cap(resource.RLIMIT_AS, int(limits["memory_bytes"]))
     cap(resource.RLIMIT_FSIZE, int(limits["file_bytes"]))
     cap(resource.RLIMIT_NOFILE, 256)
     cap(resource.RLIMIT_CORE, 0)
@@ -263,6 +266,9 @@ class Worker:
             args, kwargs = decoder.decode(header.get("args"))
         except Exception as err:  # noqa: BLE001
             return {"ok": False, "error": wire.encode_error(err)}, []
+        if self.config.get("device") == "cuda":
+            # On a GPU runner the student's function gets its inputs on the GPU; results go back to the CPU.
+            args, kwargs = _to_device((args, kwargs), torch.device("cuda"), torch)
         sink = _CappedText(0, "discarded")
         keep_graph = bool(header.get("keep_graph"))
         try:
@@ -330,6 +336,22 @@ class Worker:
         return {"ok": True}, []
 
 
+def _to_device(value: Any, device: Any, torch: Any) -> Any:
+    """Tensors and course models in nested lists, tuples and dicts, moved to ``device`` (in place for models)."""
+    if isinstance(value, torch.Tensor):
+        moved = value.detach().to(device).requires_grad_(value.requires_grad) if value.is_leaf else value.to(device)
+        return moved
+    if isinstance(value, torch.nn.Module):
+        return value.to(device)
+    if isinstance(value, list):
+        return [_to_device(v, device, torch) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_to_device(v, device, torch) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device, torch) for k, v in value.items()}
+    return value
+
+
 def _shift_blobs(tree: Any, offset: int) -> Any:
     """Renumber blob indexes in an encoded tree (two trees share one frame)."""
     if isinstance(tree, list):
@@ -358,17 +380,64 @@ def _student_traceback(error: BaseException) -> str:
         return ""
 
 
-def main(config_json: str) -> None:
-    config = json.loads(config_json)
-    sock = socket.socket(fileno=int(config["fd"]))
+def preload() -> None:
+    """Import what every worker needs, once (the zygote calls this before it forks)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+
+    import course_checks  # noqa: F401
+
+    from . import wire  # noqa: F401
+
+    # First uses load fonts, PNG writers and torch's lazy kernels: pay that once, before forking.
+    figure, axes = matplotlib.pyplot.subplots()
+    axes.plot([0, 1], [1, 0], label="warm-up")
+    axes.set_title("warm-up")
+    axes.legend()
+    matplotlib.pyplot.savefig(io.BytesIO(), format="png", dpi=72)
+    matplotlib.pyplot.close("all")
+    logits = torch.randn(4, 3, requires_grad=True)
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 0])).backward()
+    _seed("cpu")
+
+
+def _seed(device: str) -> None:
+    """Same seeds and deterministic kernels for every submission, so two gradings agree."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    # torch.use_deterministic_algorithms(True, warn_only=True) without its import of
+    # torch._inductor (a second per worker); the inductor flag follows if it is loaded.
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is not None:
+        inductor.deterministic = True
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = False
+
+
+def _serve(sock: socket.socket, config: dict) -> None:
+    """Drop privileges, set limits, build the worker and serve until the grader is done."""
     _drop_privileges(config.get("uid"))
-    _set_limits(config["limits"])
+    _set_limits(dict(config["limits"], gpu=config.get("device") == "cuda"))
     os.environ.setdefault("MPLBACKEND", "Agg")
     try:
         worker = Worker(sock, config)
         import matplotlib
 
         matplotlib.use("Agg")
+        _seed(str(config.get("device", "cpu")))
     except BaseException as err:  # noqa: BLE001 - tell the grader why, then stop
         from . import wire
 
@@ -379,5 +448,16 @@ def main(config_json: str) -> None:
     # last on the path, so they cannot stand in for a library.
     sys.path.append(os.getcwd())
     worker.serve()
+
+
+def serve_forked(sock: socket.socket, config: dict) -> None:
+    """A worker forked by the zygote (which has already moved it to /submission)."""
+    _serve(sock, config)
+
+
+def main(config_json: str) -> None:
+    config = json.loads(config_json)
+    sock = socket.socket(fileno=int(config["fd"]))
+    _serve(sock, config)
     # Skip interpreter shutdown: atexit handlers and threads are the student's.
     os._exit(0)

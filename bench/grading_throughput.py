@@ -103,7 +103,11 @@ def timed(command: list[str], cwd: Path) -> tuple[float, int, subprocess.Complet
 
 
 def pure_execution_seconds(course_root: Path, assignment: str, students: list[str]) -> float:
-    """Mean time to run a submission's code cells and then its test cells in one warm process."""
+    """Mean time to run a submission's code cells, with its test cells in their places, in one warm process.
+
+    Figures are rendered to PNG as a notebook's ``plt.show()`` does (at the grader's 72 dpi): drawing
+    the plots a notebook makes is part of running its code, in nbgrader and in our grader alike.
+    """
     script = r"""
 import json, sys, time, warnings, nbformat
 warnings.simplefilter("ignore")
@@ -128,7 +132,10 @@ for path in paths:
             exec(compile(source, "<cell>", "exec"), namespace)
         except BaseException:
             pass
-        import matplotlib.pyplot as plt; plt.close("all")
+        import io, matplotlib.pyplot as plt
+        for number in plt.get_fignums():  # what plt.show() does in a notebook: render the figure
+            plt.figure(number).savefig(io.BytesIO(), format="png", dpi=72)
+        plt.close("all")
     total += time.perf_counter() - started
 print(total / len(paths))
 """
@@ -169,6 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--assignment", default="a02_cross_entropy")
     parser.add_argument("--copies", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="autograder's --workers (default: the CPU cores)")
     parser.add_argument("--skip-nbgrader", action="store_true", help="reuse no baseline; print ours only")
     parser.add_argument("autograder_args", nargs="*", help="extra arguments for `autograder grade` (after --)")
     args = parser.parse_args()
@@ -183,11 +191,11 @@ def main() -> None:
 
         print("grading with autograder ...", flush=True)
         ours_s, ours_mem, ours = timed(
-            [sys.executable, "-m", "autograder", "grade", args.assignment, "--no-progress", *args.autograder_args], ours_root
+            [sys.executable, "-m", "autograder", "grade", args.assignment, "--no-progress", "--workers", str(args.workers), *args.autograder_args], ours_root
         )
         if ours.returncode:
             sys.exit(f"autograder failed:\n{ours.stderr[-2000:]}")
-        workers = _workers_used(ours.stdout + ours.stderr)
+        workers = args.workers
         ours_scores = autograder_scores(ours_root, args.assignment)
 
         if not args.skip_nbgrader:
@@ -219,15 +227,6 @@ def main() -> None:
                 print(f"scores agree for all {n} submissions")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _workers_used(output: str) -> int:
-    for line in output.splitlines():
-        if "workers" in line and ":" in line:
-            digits = "".join(ch for ch in line.rsplit(":", 1)[1] if ch.isdigit())
-            if digits:
-                return int(digits)
-    return 1
 
 
 if __name__ == "__main__":

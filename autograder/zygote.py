@@ -1,0 +1,444 @@
+"""Pre-warmed sandboxed workers: a long-lived "zygote" that forks one fresh worker per notebook.
+
+Starting a worker costs bwrap, a Python start and ``import torch`` (about a
+second).  The zygote pays that once: it is one process inside one bubblewrap
+sandbox, confined like a worker (same namespaces, same read-only view, same
+small tmpfs folders), with torch, numpy, matplotlib, course_checks and the
+worker's code already imported.  It never runs student code and never holds a
+submission's files between two spawns.
+
+For each notebook the grader sends it one end of a fresh socketpair
+(SCM_RIGHTS), the submission's files (their bytes) and a fresh random uid.
+The zygote first *sweeps*: it SIGKILLs every process in its PID namespace but
+bubblewrap's init and itself (so nothing an earlier submission started
+survives, detached or not), and empties /tmp, the home folder, /dev/shm and
+/submission.  It writes the files root-owned and read-only into
+/submission, then forks.  The child gets a new session and a new IPC
+namespace (no SysV or POSIX IPC object of an earlier student is visible),
+drops to the uid (losing every capability), sets its rlimits, silences its
+standard streams and serves the grader exactly like a worker started from
+scratch (``worker.serve_forked``).  A worker is never reused: each notebook
+and each restart after a crash gets a new fork.
+
+The zygote keeps only the capabilities it needs for that (set uid/gid, kill,
+override file permissions and owners, and CAP_SYS_ADMIN for the child's
+``unshare(CLONE_NEWIPC)``); it is non-dumpable, so a student process cannot
+read its memory or its file descriptors.  Control requests come only from the
+grader, over a socket no child keeps.  If the zygote dies or misbehaves the
+grader kills its bubblewrap (taking every process in the sandbox along) and
+starts a new one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import wire
+
+CONTROL_MAX_FRAME = 128 * 2**20
+_CLEAN_DIRS = ("/tmp", "/home/student", "/dev/shm", "/submission")
+_CLONE_NEWIPC = 0x08000000
+_PR_SET_DUMPABLE = 4
+#: Capabilities the zygote keeps; its children drop all of them.
+ZYGOTE_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_CHOWN", "CAP_SYS_ADMIN")
+
+
+# -- inside the sandbox ----------------------------------------------------------
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _others() -> list[int]:
+    """Live (non-zombie) processes of this PID namespace other than init and this one."""
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in (1, me):
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                state = handle.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in (b"Z", b"X"):
+            found.append(int(entry))
+    return found
+
+
+class _Zygote:
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+        self.ended: dict[int, tuple[str, int]] = {}
+        self.children: set[int] = set()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._note(pid, status)
+
+    def _note(self, pid: int, status: int) -> None:
+        if pid in self.children:
+            self.children.discard(pid)
+            if os.WIFSIGNALED(status):
+                self.ended[pid] = ("signal", os.WTERMSIG(status))
+            else:
+                self.ended[pid] = ("exit", os.waitstatus_to_exitcode(status))
+
+    def sweep(self) -> bool:
+        """Kill every other process in the namespace and empty the writable folders."""
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.kill(-1, signal.SIGKILL)  # everything we may signal, except init and ourselves
+            except ProcessLookupError:
+                pass
+            self._reap()
+            if not _others():
+                break
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        for folder in _CLEAN_DIRS:
+            _empty(folder)
+        return True
+
+    def spawn(self, header: dict, blobs: list[bytes]) -> dict:
+        _, fds, _, _ = socket.recv_fds(self.control, 1, 1)
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            return {"ok": False, "error": "no channel was passed"}
+        channel_fd = fds[0]
+        try:
+            if not self.sweep():
+                return {"ok": False, "error": "could not clear the previous submission's processes"}
+            names = header.get("files", [])
+            if len(names) != len(blobs):
+                return {"ok": False, "error": "files and contents do not match"}
+            for name, data in zip(names, blobs):
+                if not isinstance(name, str) or "/" in name or name in ("", ".", "..") or "\0" in name:
+                    return {"ok": False, "error": f"bad file name {name!r}"}
+                path = f"/submission/{name}"
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.chmod(path, 0o444)
+            pid = os.fork()
+            if pid == 0:
+                _child(self.control, channel_fd, header)  # never returns
+            self.children.add(pid)
+            return {"ok": True, "pid": pid}
+        finally:
+            os.close(channel_fd)
+
+    def status(self, pid: int) -> dict:
+        if pid in self.children:
+            try:
+                got, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                got, status = pid, 9
+            if got == 0:
+                return {"ok": True, "state": "running"}
+            self._note(pid, status)
+        kind, value = self.ended.get(pid, ("signal", signal.SIGKILL))
+        return {"ok": True, "state": kind, "value": value}
+
+    def kill(self, pid: int) -> dict:
+        if pid in self.children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        ok = self.sweep()
+        return {"ok": ok, **{k: v for k, v in self.status(pid).items() if k != "ok"}}
+
+    def serve(self) -> None:
+        wire.send(self.control, {"op": "hello", "pid": os.getpid()})
+        while True:
+            try:
+                header, blobs = wire.recv(self.control, max_frame=CONTROL_MAX_FRAME)
+            except EOFError:
+                return
+            op = header.get("op")
+            pid = header.get("pid")
+            if op == "spawn":
+                reply = self.spawn(header, blobs)
+            elif op == "status" and isinstance(pid, int):
+                reply = self.status(pid)
+            elif op == "kill" and isinstance(pid, int):
+                reply = self.kill(pid)
+            elif op == "exit":
+                self.sweep()
+                return
+            else:
+                reply = {"ok": False, "error": f"unknown request {op!r}"}
+            self.ended = {p: v for p, v in list(self.ended.items())[-64:]}
+            wire.send(self.control, reply)
+
+
+def _empty(folder: str) -> None:
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for name in entries:
+        path = os.path.join(folder, name)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                import shutil
+
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+def _child(control: socket.socket, channel_fd: int, header: dict) -> None:
+    """The forked worker: confine, then serve one notebook; never returns to the zygote's loop."""
+    code = 1
+    try:
+        control.close()
+        for sig in (signal.SIGCHLD, signal.SIGPIPE, signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        os.setsid()
+        if _libc().unshare(_CLONE_NEWIPC) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWIPC) failed")
+        os.chdir("/submission")
+        from . import worker
+
+        config = dict(header["config"], uid=header["uid"])
+        worker.serve_forked(socket.socket(fileno=channel_fd), config)
+        code = 0
+    except BaseException:  # noqa: BLE001 - the zygote's loop must never run in a child
+        code = 70
+    finally:
+        os._exit(code)
+
+
+def main(config_json: str) -> None:
+    """Entry point inside bubblewrap (see ``Zygote.start``)."""
+    config = json.loads(config_json)
+    control = socket.socket(fileno=int(config["fd"]))
+    _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    from . import worker
+
+    worker.preload()
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.close(null)
+    _Zygote(control).serve()
+    os._exit(0)
+
+
+# -- in the grader ------------------------------------------------------------------
+
+
+class ZygoteError(Exception):
+    pass
+
+
+class Zygote:
+    """The grader's handle on one zygote; restarts it when it is gone."""
+
+    def __init__(self, limits, device: str = "cpu") -> None:
+        self.limits = limits
+        self.device = device
+        self.process: subprocess.Popen | None = None
+        self.control: socket.socket | None = None
+        self.folder: Path | None = None
+
+    def key(self) -> tuple:
+        return (self.limits.tmpfs_bytes, self.device)
+
+    def start(self) -> None:
+        from . import sandbox
+
+        self.stop()
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.folder = Path(tempfile.mkdtemp(prefix="autograder-zygote-"))
+        os.chmod(self.folder, 0o755)
+        roots = sorted({str(p.parent) for p in sandbox._code_paths()})
+        boot = f"import sys; sys.path[:0] = {roots!r}; from autograder.zygote import main; main(sys.argv[1])"
+        argv = [sys.executable, "-I", "-B", "-c", boot, json.dumps({"fd": child_end.fileno()})]
+        command = sandbox._bwrap_command(self.folder, self.limits, argv, None, caps=ZYGOTE_CAPS, device=self.device)
+        log_path = self.folder / "zygote.log"
+        with open(log_path, "wb") as log:
+            try:
+                self.process = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(child_end.fileno(),), start_new_session=True
+                )
+            except OSError as err:
+                parent_end.close()
+                raise ZygoteError(f"could not start the zygote: {err}") from err
+            finally:
+                child_end.close()
+        self.control = parent_end
+        try:
+            header, _ = wire.recv(parent_end, time.monotonic() + self.limits.startup_seconds, max_frame=2**20)
+        except (TimeoutError, EOFError, wire.WireError, OSError) as err:
+            log = log_path.read_text(errors="replace")[-1500:]
+            self.stop()
+            raise ZygoteError(f"the zygote did not start ({type(err).__name__}): {log}") from err
+        if header.get("op") != "hello":
+            self.stop()
+            raise ZygoteError("the zygote did not say hello")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None and self.control is not None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None and self.control is not None:
+                try:
+                    wire.send(self.control, {"op": "exit"}, deadline=time.monotonic() + 2)
+                    self.process.wait(timeout=5)
+                except (OSError, TimeoutError, subprocess.TimeoutExpired):
+                    pass
+            if self.process.poll() is None:
+                try:
+                    os.kill(self.process.pid, signal.SIGKILL)  # bwrap's death empties the namespace
+                except ProcessLookupError:
+                    pass
+                self.process.wait()
+        if self.control is not None:
+            self.control.close()
+        if self.folder is not None:
+            import shutil
+
+            shutil.rmtree(self.folder, ignore_errors=True)
+        self.process = self.control = self.folder = None
+
+    def request(self, header: dict, blobs: list[bytes] = (), fd: int | None = None, seconds: float = 30.0) -> dict:
+        if not self.alive():
+            raise ZygoteError("the zygote is not running")
+        deadline = time.monotonic() + seconds
+        try:
+            wire.send(self.control, header, list(blobs), deadline)
+            if fd is not None:
+                socket.send_fds(self.control, [b"F"], [fd])
+            reply, _ = wire.recv(self.control, deadline, max_frame=2**20)
+        except (TimeoutError, EOFError, wire.WireError, OSError) as err:
+            self.stop()
+            raise ZygoteError(f"the zygote stopped answering: {err}") from err
+        return reply
+
+    def spawn(self, scratch: Path, limits, uid: int, config: dict) -> "ForkedWorker":
+        files = scratch / "submission"
+        names, blobs = [], []
+        if files.is_dir():
+            for entry in sorted(files.iterdir()):
+                names.append(entry.name)
+                blobs.append(entry.read_bytes())
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            for attempt in range(2):
+                if not self.alive():
+                    self.start()
+                try:
+                    reply = self.request({"op": "spawn", "uid": uid, "config": config, "files": names}, blobs, fd=child_end.fileno())
+                    break
+                except ZygoteError:
+                    if attempt:
+                        raise
+        finally:
+            child_end.close()
+        if not reply.get("ok"):
+            parent_end.close()
+            self.stop()
+            raise ZygoteError(str(reply.get("error")))
+        return ForkedWorker(_ForkedProcess(self, int(reply["pid"])), parent_end)
+
+
+@dataclass
+class _ForkedProcess:
+    """``subprocess.Popen``'s poll/wait for a child of the zygote."""
+
+    zygote: Zygote
+    pid: int
+    returncode: int | None = None
+    how: str | None = None
+
+    def _ask(self, op: str) -> None:
+        if self.returncode is not None and op == "status":
+            return
+        try:
+            reply = self.zygote.request({"op": op, "pid": self.pid})
+        except ZygoteError:
+            reply = {"state": "signal", "value": int(signal.SIGKILL)}
+        state = reply.get("state")
+        if self.returncode is not None:
+            return
+        if state == "exit":
+            self.returncode, self.how = int(reply["value"]), f"exit {int(reply['value'])}"
+        elif state == "signal":
+            number = int(reply["value"])
+            name = signal.Signals(number).name if number in signal.valid_signals() else str(number)
+            self.returncode, self.how = -number, f"signal {name}"
+
+    def poll(self) -> int | None:
+        self._ask("status")
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def kill(self) -> None:
+        self._ask("kill")
+
+
+@dataclass
+class ForkedWorker:
+    """A worker forked by the zygote, with ``sandbox.Worker``'s interface."""
+
+    process: _ForkedProcess
+    channel: socket.socket
+    mode: str = "bubblewrap"
+    killed_by_us: bool = False
+    log_path: Path | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.killed_by_us = True
+        # Always: the sweep also ends what the worker left running.
+        self.process.kill()
+        try:
+            self.channel.close()
+        except OSError:
+            pass
+
+    def how_it_ended(self) -> str:
+        if self.killed_by_us:
+            return "killed"
+        if self.process.poll() is None:
+            return "running"
+        return self.process.how or "signal SIGKILL"
+
+    def startup_log(self) -> str:
+        return ""
