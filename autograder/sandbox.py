@@ -158,6 +158,10 @@ def _bwrap_command(
             command += ["--dev-bind", str(node), str(node)]
     # Shared memory for DataLoader workers and multiprocessing locks.
     command += ["--perms", "1777", "--size", str(limits.tmpfs_bytes // 4), "--tmpfs", "/dev/shm"]
+    # /tmp first: the environment or this package may live under /tmp (a CI clone),
+    # and binds made after the tmpfs stay visible on top of it.
+    size = str(limits.tmpfs_bytes)
+    command += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
     made: set[Path] = set()
     for path in binds + [executable.parent]:
         for parent in _ancestors(path):
@@ -166,8 +170,6 @@ def _bwrap_command(
                 made.add(parent)
     for path in binds:
         command += ["--ro-bind", str(path), str(path)]
-    size = str(limits.tmpfs_bytes)
-    command += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
     command += ["--perms", "1777", "--size", str(16 * 2**20), "--tmpfs", _HOME]
     command += ["--perms", "1777", "--size", size, "--tmpfs", _SUBMISSION_DIR]
     files = scratch / "submission"
