@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	# Exactly torch 2.13.0: any looser requirement can pull a multi-GB CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install -qq torch==2.13.0
+	$(BIN)/pip install -qq -e '.[test]'
 	# The grader's sandbox.  Without bubblewrap, grading still runs (with resource
 	# limits only), warns loudly and says so in grades.csv.
 	@if ! command -v bwrap >/dev/null 2>&1; then \
