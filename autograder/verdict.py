@@ -295,23 +295,7 @@ class _RemoteCall:
 
 
 def _models_in(value: Any) -> list[wire.ModelSpec]:
-    found = []
-
-    def walk(item: Any, depth: int) -> None:
-        if depth > wire.MAX_DEPTH:
-            return
-        spec = wire.model_origin(item)
-        if spec is not None:
-            found.append(spec)
-        elif isinstance(item, (list, tuple)):
-            for v in item:
-                walk(v, depth + 1)
-        elif isinstance(item, dict):
-            for v in item.values():
-                walk(v, depth + 1)
-
-    walk(value, 0)
-    return found
+    return [spec for spec in map(wire.model_origin, wire.leaves(value)) if spec is not None]
 
 
 class _Differentiable(torch.autograd.Function):

@@ -21,7 +21,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -575,26 +575,29 @@ def load_model_state(model: torch.nn.Module, state: dict, grads: dict, training:
         model.train(bool(training))
 
 
+def leaves(value: Any) -> Iterator[Any]:
+    """Everything inside plain lists, tuples and dicts, depth first, down to MAX_DEPTH."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            continue
+        if isinstance(item, (list, tuple)):
+            stack.extend((v, depth + 1) for v in reversed(item))
+        elif isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in reversed(list(item.values())))
+        else:
+            yield item
+
+
 def tensors_in(value: Any, *, only_grad: bool = False) -> list[torch.Tensor]:
     """Tensors inside plain containers, in a fixed order, each once (models are skipped)."""
     found: list[torch.Tensor] = []
     seen: set[int] = set()
-
-    def walk(item: Any, depth: int) -> None:
-        if depth > MAX_DEPTH:
-            return
-        if isinstance(item, torch.Tensor):
-            if id(item) not in seen and (not only_grad or item.requires_grad):
-                seen.add(id(item))
-                found.append(item)
-        elif isinstance(item, (list, tuple)):
-            for v in item:
-                walk(v, depth + 1)
-        elif isinstance(item, dict):
-            for v in item.values():
-                walk(v, depth + 1)
-
-    walk(value, 0)
+    for item in leaves(value):
+        if isinstance(item, torch.Tensor) and id(item) not in seen and (not only_grad or item.requires_grad):
+            seen.add(id(item))
+            found.append(item)
     return found
 
 
