@@ -226,14 +226,14 @@ def _outputs(reply: dict, blobs: list[bytes]) -> list[dict]:
     for stream in ("stdout", "stderr"):
         text = _text(reply.get(stream))
         if text:
-            outputs.append(nbformat.v4.new_output("stream", name=stream, text=text))
+            outputs.append(_output("stream", name=stream, text=text))
     if reply.get("result"):
-        outputs.append(nbformat.v4.new_output("execute_result", data={"text/plain": _text(reply["result"])}, execution_count=None))
+        outputs.append(_output("execute_result", data={"text/plain": _text(reply["result"])}, metadata={}, execution_count=None))
     count = reply.get("images")
     if isinstance(count, int):
         for data in blobs[: min(count, 8)]:
             if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) <= 2 * 2**20:
-                outputs.append(nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(data).decode()}))
+                outputs.append(_output("display_data", data={"image/png": base64.b64encode(data).decode()}, metadata={}))
     error = reply.get("error")
     if isinstance(error, dict):
         mro = error.get("mro") or [["", "Error"]]
@@ -242,9 +242,15 @@ def _outputs(reply: dict, blobs: list[bytes]) -> list[dict]:
     return outputs
 
 
+def _output(output_type: str, **fields: object) -> nbformat.NotebookNode:
+    # Built without nbformat's per-node validation, which cost more than the rest of
+    # recording; record.py validates the whole notebook once when it writes it.
+    return nbformat.from_dict({"output_type": output_type, **fields})
+
+
 def _error_output(ename: str, evalue: str, traceback_text: str = "") -> dict:
     lines = traceback_text.splitlines() if traceback_text else [f"{ename}: {evalue}"]
-    return nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=lines)
+    return _output("error", ename=ename, evalue=evalue, traceback=lines)
 
 
 def run_notebook(name: str, plan: Plan, scratch: Path, limits: sandbox.Limits, mode: str, device: str = "cpu") -> NotebookResult:
@@ -291,18 +297,19 @@ def autograded_notebook(result: NotebookResult) -> nbformat.NotebookNode:
 
 
 def _new_cell(step: PlannedCell) -> nbformat.NotebookNode:
-    if step.cell_type == "markdown":
-        return nbformat.v4.new_markdown_cell(step.source)
-    if step.cell_type == "raw":
-        return nbformat.v4.new_raw_cell(step.source)
-    return nbformat.v4.new_code_cell(step.source)
+    # Unvalidated, like _output; ids are assigned once the notebook is complete.
+    cell_type = step.cell_type if step.cell_type in ("markdown", "raw") else "code"
+    fields: dict = {"cell_type": cell_type, "metadata": {}, "source": step.source}
+    if cell_type == "code":
+        fields.update(outputs=[], execution_count=None)
+    return nbformat.from_dict(fields)
 
 
 def _verdict_output(verdict: Verdict | None) -> dict:
     if verdict is None:
         return _error_output("NotGraded", "this test was not run")
     if verdict.passed:
-        return nbformat.v4.new_output("stream", name="stdout", text=f"passed ({verdict.points:g} point(s))\n")
+        return _output("stream", name="stdout", text=f"passed ({verdict.points:g} point(s))\n")
     where = "a hidden test" if verdict.hidden else "a visible test"
     message = verdict.public_message.strip() or "(no message)"
     return _error_output(verdict.ename, message, f"failed ({where}): {verdict.ename}: {message}")

@@ -292,7 +292,9 @@ def _stage_autograded(course: Course, submission: Submission, results: list[Note
         shutil.rmtree(stale, ignore_errors=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{submission.assignment}.new-", dir=parent))
     for result in results:
-        nbformat.write(autograded_notebook(result), staged / result.name)
+        notebook = autograded_notebook(result)
+        nbformat.validate(notebook)  # once per notebook: its cells and outputs are built unvalidated
+        nbformat.write(notebook, staged / result.name)
     return staged
 
 
