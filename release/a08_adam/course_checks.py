@@ -38,8 +38,6 @@ __all__ = [
     "ForbiddenCallError",
 ]
 
-#: Names besides the student's own that a test cell may use.
-TEST_CELL_NAMES = frozenset({"torch", "np", "math", "F", *__all__})
 
 
 class ForbiddenCallError(AssertionError):
@@ -313,7 +311,6 @@ LIBRARY_CROSS_ENTROPY = (
 )
 
 __all__ += ["check_runs", "LIBRARY_SOFTMAX", "LIBRARY_CROSS_ENTROPY"]
-TEST_CELL_NAMES = TEST_CELL_NAMES | {"check_runs", "LIBRARY_SOFTMAX", "LIBRARY_CROSS_ENTROPY"}
 
 
 # -- assignments 06 and 07: models and optimizer references from plain data --
@@ -321,7 +318,6 @@ TEST_CELL_NAMES = TEST_CELL_NAMES | {"check_runs", "LIBRARY_SOFTMAX", "LIBRARY_C
 # live model or optimizer, only the recipe for one: layer sizes and a seed.
 
 __all__ += ["make_mlp", "torch_sgd_run", "check_each_close"]
-TEST_CELL_NAMES = TEST_CELL_NAMES | {"make_mlp", "torch_sgd_run", "check_each_close"}
 
 
 def make_mlp(sizes: Sequence[int], seed: int = 0) -> torch.nn.Sequential:
@@ -406,7 +402,6 @@ def check_each_close(
 # downloaded and no live object crosses the student boundary.
 
 __all__ += ["rosenbrock", "quadratic_2d", "OBJECTIVES_2D", "make_spirals", "make_classifier"]
-TEST_CELL_NAMES = TEST_CELL_NAMES | {"rosenbrock", "quadratic_2d", "OBJECTIVES_2D", "make_spirals", "make_classifier"}
 
 
 def rosenbrock(point: torch.Tensor) -> torch.Tensor:
@@ -478,7 +473,6 @@ def make_classifier(
 # not an option's letter must say that, not "wrong".
 
 __all__.append("check_choice")
-TEST_CELL_NAMES = TEST_CELL_NAMES | {"check_choice"}
 
 
 def check_choice(answer: Any, digest: str, *, what: str, choices: str = "abcd", hint: str | None = None) -> None:
@@ -504,7 +498,6 @@ def check_choice(answer: Any, digest: str, *, what: str, choices: str = "abcd", 
 # image tagger in the course notes, built from torch alone (no torchvision).
 
 __all__ += ["multilabel_image_model"]
-TEST_CELL_NAMES = TEST_CELL_NAMES | {"multilabel_image_model"}
 
 
 def multilabel_image_model(num_labels: int = 19, *, seed: int = 0, dropout: float = 0.5) -> torch.nn.Sequential:
@@ -528,3 +521,7 @@ def multilabel_image_model(num_labels: int = 19, *, seed: int = 0, dropout: floa
             torch.nn.Dropout(dropout),
             torch.nn.Linear(16, num_labels),
         )
+
+
+#: Names besides the student's own that a test cell may use: every section's exports.
+TEST_CELL_NAMES = frozenset({"torch", "np", "math", "F", *__all__})
