@@ -393,16 +393,61 @@ def preload() -> None:
 
     from . import wire  # noqa: F401
 
-    # First uses load fonts, PNG writers and torch's lazy kernels: pay that once, before forking.
-    figure, axes = matplotlib.pyplot.subplots()
-    axes.plot([0, 1], [1, 0], label="warm-up")
-    axes.set_title("warm-up")
-    axes.legend()
-    matplotlib.pyplot.savefig(io.BytesIO(), format="png", dpi=72)
-    matplotlib.pyplot.close("all")
-    logits = torch.randn(4, 3, requires_grad=True)
-    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 0])).backward()
+    _warm_first_uses()
     _seed("cpu")
+
+
+def _warm_first_uses() -> None:
+    """Pay the costs of first use here, once, instead of in every forked worker.
+
+    A forked worker starts from the zygote's memory, so whatever the zygote has
+    not used yet each worker pays again: building an optimizer imports
+    torch._dynamo (about 0.75 s), the first mathtext label builds its parser
+    (about 0.1 s), and each new font size, artist and log-scale tick formatter
+    loads its own caches.  This draws what the course's notebooks draw and
+    trains what they train.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    x = np.linspace(0.01, 1.0, 50)
+    figure, axes = plt.subplots(2, 3, figsize=(9, 5), sharey="row")
+    axes[0, 0].plot(x, -np.log(x), label=r"$-\log p$, $\sigma(z)$, $\frac{1}{2}\mathrm{lse}_k(z/T)^2$")
+    axes[0, 0].axhline(1.0, linestyle=":", label="uniform")
+    axes[0, 0].axvline(0.5, color="grey")
+    axes[0, 0].axvspan(0.2, 0.3, alpha=0.2)
+    axes[0, 0].fill_between(x, 0, x, alpha=0.2)
+    axes[0, 0].legend()
+    axes[0, 0].grid(True)
+    axes[0, 1].loglog(x, x**2, marker="o", label=r"$\|\partial L / \partial W\|$")
+    axes[0, 2].semilogy(x, np.exp(x))
+    bars = axes[1, 0].bar(range(4), [0.1, 0.2, 0.3, 0.4])
+    axes[1, 0].bar_label(bars, fmt="%.2f")
+    axes[1, 1].scatter(x, x, c=x, s=8)
+    axes[1, 1].contour(np.outer(x, x), levels=4)
+    image = axes[1, 2].imshow(np.outer(x, x), cmap="viridis")
+    figure.colorbar(image, ax=axes[1, 2])
+    axes[1, 2].text(0, 0, "".join(chr(c) for c in range(32, 127)))
+    for axis in axes.flat:
+        axis.set(title="title", xlabel="x label", ylabel="y label")
+    figure.suptitle("warm-up")
+    figure.tight_layout()
+    figure.savefig(io.BytesIO(), format="png", dpi=72)
+    plt.close("all")
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 3), torch.nn.Sigmoid())
+    inputs, targets = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    for optimizer in (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), torch.optim.Adam(model.parameters(), lr=0.01)):
+        optimizer.zero_grad()
+        logits = model(inputs)
+        loss = torch.nn.functional.cross_entropy(logits, targets) + torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, torch.nn.functional.one_hot(targets, 3).float()
+        )
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        torch.log_softmax(inputs, dim=1).exp().logsumexp(dim=1)
 
 
 def _seed(device: str) -> None:
