@@ -35,6 +35,7 @@ import ctypes
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -82,6 +83,7 @@ class _Zygote:
         self.control = control
         self.ended: dict[int, tuple[str, int]] = {}
         self.children: set[int] = set()
+        self.pidfd: int | None = None  # sent after the spawn's reply
 
     def _reap(self) -> None:
         while True:
@@ -144,7 +146,12 @@ class _Zygote:
             if pid == 0:
                 _child(self.control, channel_fd, header)  # never returns
             self.children.add(pid)
-            return {"ok": True, "pid": pid}
+            try:
+                # The grader polls a pidfd to see the child end without asking us each time.
+                self.pidfd = os.pidfd_open(pid)
+            except (AttributeError, OSError):
+                self.pidfd = None
+            return {"ok": True, "pid": pid, "pidfd": self.pidfd is not None}
         finally:
             os.close(channel_fd)
 
@@ -191,6 +198,10 @@ class _Zygote:
                 reply = {"ok": False, "error": f"unknown request {op!r}"}
             self.ended = {p: v for p, v in list(self.ended.items())[-64:]}
             wire.send(self.control, reply)
+            if self.pidfd is not None:
+                socket.send_fds(self.control, [b"P"], [self.pidfd])
+                os.close(self.pidfd)
+                self.pidfd = None
 
 
 def _empty(folder: str) -> None:
@@ -338,6 +349,11 @@ class Zygote:
             if fd is not None:
                 socket.send_fds(self.control, [b"F"], [fd])
             reply, _ = wire.recv(self.control, deadline, max_frame=2**20)
+            if reply.get("pidfd") is True:
+                _, fds, _, _ = socket.recv_fds(self.control, 1, 1)
+                reply["pidfd"] = fds[0] if len(fds) == 1 else None
+                for extra in fds[1:]:
+                    os.close(extra)
         except (TimeoutError, EOFError, wire.WireError, OSError) as err:
             self.stop()
             raise ZygoteError(f"the zygote stopped answering: {err}") from err
@@ -363,21 +379,42 @@ class Zygote:
                         raise
         finally:
             child_end.close()
+        pidfd = reply.get("pidfd") if isinstance(reply.get("pidfd"), int) and not isinstance(reply.get("pidfd"), bool) else None
         if not reply.get("ok"):
             parent_end.close()
+            if pidfd is not None:
+                os.close(pidfd)
             self.stop()
             raise ZygoteError(str(reply.get("error")))
-        return ForkedWorker(_ForkedProcess(self, int(reply["pid"])), parent_end)
+        return ForkedWorker(_ForkedProcess(self, int(reply["pid"]), pidfd), parent_end)
 
 
 @dataclass
 class _ForkedProcess:
-    """``subprocess.Popen``'s poll/wait for a child of the zygote."""
+    """``subprocess.Popen``'s poll/wait for a child of the zygote.
+
+    Only the zygote can reap its child and read how it ended; a pidfd (where the
+    kernel has them) says *whether* it has ended without a round trip to it.
+    """
 
     zygote: Zygote
     pid: int
+    pidfd: int | None = None
     returncode: int | None = None
     how: str | None = None
+
+    def _ended(self, timeout: float = 0.0) -> bool:
+        """Whether the child has (or may have) ended, waiting up to ``timeout`` seconds to see."""
+        if self.pidfd is None:
+            return True
+        waiter = select.poll()
+        waiter.register(self.pidfd, select.POLLIN)
+        return bool(waiter.poll(max(0, int(timeout * 1000))))
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
     def _ask(self, op: str) -> None:
         if self.returncode is not None and op == "status":
@@ -397,7 +434,8 @@ class _ForkedProcess:
             self.returncode, self.how = -number, f"signal {name}"
 
     def poll(self) -> int | None:
-        self._ask("status")
+        if self.returncode is None and self._ended():
+            self._ask("status")
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -405,11 +443,14 @@ class _ForkedProcess:
         while self.poll() is None:
             if time.monotonic() > deadline:
                 raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
-            time.sleep(0.01)
+            if not self._ended(0.01):
+                continue
+            time.sleep(0.001)  # ended but not yet reaped by the zygote
         return self.returncode
 
     def kill(self) -> None:
         self._ask("kill")
+        self.close()
 
 
 @dataclass
