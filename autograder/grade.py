@@ -28,7 +28,7 @@ from .collect import Submission, collect, plan_notebook, read_submitted, trusted
 from .course import Course
 from .errors import UsageError
 from .execute import NotebookResult, run_notebook
-from .record import GradeRow, enrolled_students, knows_assignment, record_graded, record_ungraded, write_csv
+from .record import GradebookWriter, GradeRow, enrolled_students, knows_assignment, write_csv
 from .release import generate_release
 from .status import Status
 from .verdict import DIED, MEMORY, PROTOCOL, TIMEOUT
@@ -91,34 +91,35 @@ def grade_assignment(
     submissions = collect(course, assignment, students, enrolled_students(course))
     trusted = trusted_notebooks(course, assignment)
     rows: list[GradeRow | None] = [None] * len(submissions)
-    todo = []
-    for position, submission in enumerate(submissions):
-        if submission.problem is not None:
-            rows[position] = record_ungraded(course, submission, submission.problem, submission.detail, mode)
-        else:
-            todo.append(position)
-    bar = tqdm(total=len(submissions), desc=f"grading {assignment}", unit="student", disable=not progress)
-    bar.update(len(submissions) - len(todo))
-    workers = min(workers, max(len(todo), 1))
-    try:
-        if workers == 1:
-            sandbox.warm_up(limits, mode, device)
-            for position in todo:
-                submission = submissions[position]
-                results, status, detail = _grade_one(submission, trusted, limits, mode, device, course.release)
-                rows[position] = record_graded(course, submission, results, status, detail, mode)
-                bar.update()
-        else:
-            _grade_in_pool(course, submissions, todo, trusted, limits, mode, device, workers, rows, bar)
-    finally:
-        sandbox.stop_zygotes()
-        bar.close()
+    with GradebookWriter(course) as writer:
+        todo = []
+        for position, submission in enumerate(submissions):
+            if submission.problem is not None:
+                rows[position] = writer.ungraded(submission, submission.problem, submission.detail, mode)
+            else:
+                todo.append(position)
+        bar = tqdm(total=len(submissions), desc=f"grading {assignment}", unit="student", disable=not progress)
+        bar.update(len(submissions) - len(todo))
+        workers = min(workers, max(len(todo), 1))
+        try:
+            if workers == 1:
+                sandbox.warm_up(limits, mode, device)
+                for position in todo:
+                    submission = submissions[position]
+                    results, status, detail = _grade_one(submission, trusted, limits, mode, device, course.release)
+                    rows[position] = writer.graded(submission, results, status, detail, mode)
+                    bar.update()
+            else:
+                _grade_in_pool(writer, course, submissions, todo, trusted, limits, mode, device, workers, rows, bar)
+        finally:
+            sandbox.stop_zygotes()
+            bar.close()
     done = [row for row in rows if row is not None]
     csv_path = write_csv(done, course.reports / assignment / "grades.csv")
     return done, csv_path
 
 
-def _grade_in_pool(course, submissions, todo, trusted, limits, mode, device, workers, rows, bar) -> None:
+def _grade_in_pool(writer, course, submissions, todo, trusted, limits, mode, device, workers, rows, bar) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
     # fork: the pool processes start with the grader's imports (torch, the engine) already loaded,
     # instead of paying seconds of imports each; they run no student code and touch no database.
@@ -136,7 +137,7 @@ def _grade_in_pool(course, submissions, todo, trusted, limits, mode, device, wor
             for future in finished:
                 position = pending.pop(future)
                 results, status, detail = future.result()
-                rows[position] = record_graded(course, submissions[position], results, status, detail, mode)
+                rows[position] = writer.graded(submissions[position], results, status, detail, mode)
                 bar.update()
 
 

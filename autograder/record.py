@@ -86,14 +86,6 @@ def knows_assignment(course: Course, assignment: str) -> bool:
             return False
 
 
-def assignment_max_score(course: Course, assignment: str) -> float:
-    with Gradebook(course.db_url) as gradebook:
-        try:
-            return float(gradebook.find_assignment(assignment).max_score)
-        except MissingEntry:
-            return 0.0
-
-
 # -- the status table ------------------------------------------------------------
 
 
@@ -180,14 +172,34 @@ def _set_auto(grade: Grade, score: float | None) -> None:
     grade.needs_manual_grade = grade.manual_score is not None or score is None
 
 
-def record_graded(
-    course: Course, submission: Submission, results: list[NotebookResult], status: Status, detail: str, sandbox: str
-) -> GradeRow:
-    """Write a graded submission's scores, comments and status, then its autograded notebooks."""
-    staged = _stage_autograded(course, submission, results)
-    timestamp = _timestamp(course, submission)
-    failures: dict[str, str] = {}
-    with Gradebook(course.db_url) as gradebook:
+class GradebookWriter:
+    """The gradebook, open for a whole grading run, and the one writer of its outcomes.
+
+    One connection for the run, not one per submission: SQLAlchemy caches the
+    SQL it compiles per engine, and compiling nbgrader's queries afresh was most
+    of the cost of recording a submission.  Each submission is still its own
+    transaction.
+    """
+
+    def __init__(self, course: Course) -> None:
+        self.course = course
+        self.gradebook = Gradebook(course.db_url)
+
+    def __enter__(self) -> "GradebookWriter":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.gradebook.close()
+
+    def graded(self, submission: Submission, results: list[NotebookResult], status: Status, detail: str, sandbox: str) -> GradeRow:
+        """Write a graded submission's scores, comments and status, then its autograded notebooks."""
+        course, gradebook = self.course, self.gradebook
+        staged = _stage_autograded(course, submission, results)
+        timestamp = _timestamp(course, submission)
+        failures: dict[str, str] = {}
         session = gradebook.db
         try:
             record = _submission_row(gradebook, submission, timestamp)
@@ -200,43 +212,23 @@ def record_graded(
                         _set_auto(grade, 0.0)
             for result in results:
                 submitted = by_name.get(result.name)
-                if submitted is None:
-                    continue
-                kinds = {step.trusted.grade_id: step for step in result.plan.steps if step.trusted is not None}
-                cells = submitted.notebook
-                names = {c.id: c.name for c in list(cells.grade_cells) + list(cells.solution_cells) + list(cells.task_cells)}
-                for grade in submitted.grades:
-                    name = names.get(grade.cell_id)
-                    step = kinds.get(name)
-                    if step is None or step.trusted is None:
-                        continue
-                    if step.trusted.kind == TESTS:
-                        verdict = result.verdicts.get(name)
-                        _set_auto(grade, verdict.score if verdict else 0.0)
-                        if verdict is not None and not verdict.passed:
-                            failures[name] = verdict.summary()
-                    elif step.trusted.kind == WRITTEN:
-                        _set_auto(grade, 0.0 if name in result.plan.unchanged else None)
-                for comment in submitted.comments:
-                    name = names.get(comment.cell_id)
-                    step = kinds.get(name)
-                    unanswered = step is not None and step.trusted is not None and step.trusted.kind in (SOLUTION, WRITTEN) and name in result.plan.unchanged
-                    comment.auto_comment = "No response." if unanswered else None
+                if submitted is not None:
+                    failures.update(_set_notebook_grades(submitted, result))
             session.flush()
             _late_penalties(course, record)
             _write_status(session, submission.assignment, submission.student, status, detail, sandbox)
             session.commit()
         except BaseException:
             session.rollback()
+            shutil.rmtree(staged, ignore_errors=True)
             raise
-    _swap_in(course, submission, staged)
-    return _read_row(course, submission, status, detail, sandbox, failures)
+        _swap_in(course, submission, staged)
+        return self._row(submission, status, detail, sandbox, failures)
 
-
-def record_ungraded(course: Course, submission: Submission, status: Status, detail: str, sandbox: str) -> GradeRow:
-    """A submission that could not be graded: its status, and for an invalid one grades that await a person."""
-    shutil.rmtree(course.autograded / submission.student / submission.assignment, ignore_errors=True)
-    with Gradebook(course.db_url) as gradebook:
+    def ungraded(self, submission: Submission, status: Status, detail: str, sandbox: str) -> GradeRow:
+        """A submission that could not be graded: its status, and for an invalid one grades that await a person."""
+        course, gradebook = self.course, self.gradebook
+        shutil.rmtree(course.autograded / submission.student / submission.assignment, ignore_errors=True)
         session = gradebook.db
         try:
             if status == Status.INVALID_NOTEBOOK:
@@ -250,8 +242,45 @@ def record_ungraded(course: Course, submission: Submission, status: Status, deta
         except BaseException:
             session.rollback()
             raise
-    max_score = assignment_max_score(course, submission.assignment)
-    return GradeRow(submission.student, status, 0.0, max_score, detail=detail, sandbox=sandbox)
+        try:
+            max_score = float(gradebook.find_assignment(submission.assignment).max_score)
+        except MissingEntry:
+            max_score = 0.0
+        return GradeRow(submission.student, status, 0.0, max_score, detail=detail, sandbox=sandbox)
+
+    def _row(self, submission: Submission, status: Status, detail: str, sandbox: str, failures: dict[str, str]) -> GradeRow:
+        """The submission's row as the gradebook now holds it (manual scores and penalties included)."""
+        record = self.gradebook.find_submission(submission.assignment, submission.student)
+        score, max_score = float(record.score), float(record.max_score)
+        pending = sum(1 for nb in record.notebooks for grade in nb.grades if grade.needs_manual_grade)
+        self.gradebook.db.commit()  # end the read, so no transaction stays open between submissions
+        return GradeRow(submission.student, status, score, max_score, pending, failures, detail, sandbox)
+
+
+def _set_notebook_grades(submitted: SubmittedNotebook, result: NotebookResult) -> dict[str, str]:
+    """Set one notebook's automatic scores and "No response." comments; its failing tests and their messages."""
+    failures: dict[str, str] = {}
+    kinds = {step.trusted.grade_id: step for step in result.plan.steps if step.trusted is not None}
+    cells = submitted.notebook
+    names = {c.id: c.name for c in list(cells.grade_cells) + list(cells.solution_cells) + list(cells.task_cells)}
+    for grade in submitted.grades:
+        name = names.get(grade.cell_id)
+        step = kinds.get(name)
+        if step is None or step.trusted is None:
+            continue
+        if step.trusted.kind == TESTS:
+            verdict = result.verdicts.get(name)
+            _set_auto(grade, verdict.score if verdict else 0.0)
+            if verdict is not None and not verdict.passed:
+                failures[name] = verdict.summary()
+        elif step.trusted.kind == WRITTEN:
+            _set_auto(grade, 0.0 if name in result.plan.unchanged else None)
+    for comment in submitted.comments:
+        name = names.get(comment.cell_id)
+        step = kinds.get(name)
+        unanswered = step is not None and step.trusted is not None and step.trusted.kind in (SOLUTION, WRITTEN) and name in result.plan.unchanged
+        comment.auto_comment = "No response." if unanswered else None
+    return failures
 
 
 def _late_penalties(course: Course, record: SubmittedAssignment) -> None:
@@ -272,14 +301,6 @@ def _timestamp(course: Course, submission: Submission) -> str | None:
         return coursedir.get_existing_timestamp(str(submission.folder))
     except Exception:  # noqa: BLE001 - an unreadable timestamp.txt means no timestamp
         return None
-
-
-def _read_row(course: Course, submission: Submission, status: Status, detail: str, sandbox: str, failures: dict[str, str]) -> GradeRow:
-    with Gradebook(course.db_url) as gradebook:
-        record = gradebook.find_submission(submission.assignment, submission.student)
-        score, max_score = float(record.score), float(record.max_score)
-        pending = sum(1 for nb in record.notebooks for grade in nb.grades if grade.needs_manual_grade)
-    return GradeRow(submission.student, status, score, max_score, pending, failures, detail, sandbox)
 
 
 # -- autograded notebooks --------------------------------------------------------
