@@ -5,9 +5,9 @@ own sandboxed worker per notebook, its own database transaction.  Nothing one
 submission does can reach another's files or grades.
 
 With ``workers`` > 1 the submissions are graded by a pool of processes (each
-with its own pre-warmed sandbox, see zygote.py, and one CPU thread per
-process), because test cells run in the grader and ``forbid`` patches torch
-for the whole process: threads would see each other's patches.  A pool
+with its own pre-warmed sandbox, see zygote.py, and one CPU thread), because
+test cells run in the grader and ``forbid`` patches torch for the whole
+process: threads would see each other's patches.  A pool
 process only computes a submission's results; every write (gradebook,
 autograded notebooks, grades.csv) happens here, in this one process, in the
 order submissions finish, so concurrency cannot corrupt the gradebook.
@@ -15,11 +15,12 @@ order submissions finish, so concurrency cannot corrupt the gradebook.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
-import os
 import shutil
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
+from typing import Iterator
 
 from tqdm import tqdm
 
@@ -103,12 +104,13 @@ def grade_assignment(
         workers = min(workers, max(len(todo), 1))
         try:
             if workers == 1:
-                sandbox.warm_up(limits, mode, device)
-                for position in todo:
-                    submission = submissions[position]
-                    results, status, detail = _grade_one(submission, trusted, limits, mode, device, course.release)
-                    rows[position] = writer.graded(submission, results, status, detail, mode)
-                    bar.update()
+                with _one_cpu_thread():
+                    sandbox.warm_up(limits, mode, device)
+                    for position in todo:
+                        submission = submissions[position]
+                        results, status, detail = _grade_one(submission, trusted, limits, mode, device, course.release)
+                        rows[position] = writer.graded(submission, results, status, detail, mode)
+                        bar.update()
             else:
                 _grade_in_pool(writer, course, submissions, todo, trusted, limits, mode, device, workers, rows, bar)
         finally:
@@ -120,11 +122,10 @@ def grade_assignment(
 
 
 def _grade_in_pool(writer, course, submissions, todo, trusted, limits, mode, device, workers, rows, bar) -> None:
-    threads = max(1, (os.cpu_count() or 1) // workers)
     # fork: the pool processes start with the grader's imports (torch, the engine) already loaded,
     # instead of paying seconds of imports each; they run no student code and touch no database.
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_init, initargs=(threads, limits, mode, device)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_init, initargs=(limits, mode, device)) as pool:
         pending: dict[Future, int] = {}
         queue = list(todo)
         # At most two submissions per process in flight: results arrive (and are recorded) as they finish.
@@ -141,13 +142,26 @@ def _grade_in_pool(writer, course, submissions, todo, trusted, limits, mode, dev
                 bar.update()
 
 
-def _pool_init(threads: int, limits: sandbox.Limits, mode: str, device: str) -> None:
-    """A pool process: its share of the CPU threads and a warm sandbox before the first submission."""
+def _pool_init(limits: sandbox.Limits, mode: str, device: str) -> None:
+    """A pool process: one CPU thread and a warm sandbox before the first submission."""
     import torch
 
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(1)
     sandbox.warm_up(limits, mode, device)
+
+
+@contextlib.contextmanager
+def _one_cpu_thread() -> Iterator[None]:
+    """The grader's own torch work is the test cells' references on small tensors, where
+    more threads only add synchronisation and compete with the sandboxed workers (one thread each)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _grade_one(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
+import functools
 import io
 import math
 import random
@@ -457,7 +458,6 @@ tolerance_scale = 1.0
 
 def _scaled(check: Any) -> Any:
     """``check`` with its rtol and atol (given or default) multiplied by ``tolerance_scale``."""
-    import functools
     import inspect
 
     defaults = {k: p.default for k, p in inspect.signature(check).parameters.items() if k in ("rtol", "atol")}
@@ -484,7 +484,8 @@ def trusted_namespace() -> dict[str, Any]:
     return namespace
 
 
-def _names_to_fetch(tree: ast.AST, trusted: dict[str, Any]) -> list[str]:
+def _free_names(tree: ast.AST) -> frozenset[str]:
+    """Names the cell reads but never binds, builtins aside: the student's, or the trusted namespace's."""
     loaded, bound = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
@@ -495,7 +496,17 @@ def _names_to_fetch(tree: ast.AST, trusted: dict[str, Any]) -> list[str]:
             bound.add(node.arg)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             bound |= {alias.asname or alias.name.split(".")[0] for alias in node.names}
-    return sorted(loaded - bound - set(trusted) - set(dir(builtins)))
+    return frozenset(loaded - bound - set(dir(builtins)))
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled_test(grade_id: str, source: str) -> tuple[Any, frozenset[int], frozenset[str]]:
+    """A test cell's code, hidden lines and free names; the same for every submission, so worked out once.
+
+    Raises SyntaxError for a test cell that does not compile."""
+    filename = f"<test {grade_id}>"
+    tree = ast.parse(source, filename=filename)
+    return compile(tree, filename, "exec"), frozenset(hidden_lines(source)), _free_names(tree)
 
 
 class _Unreadable:
@@ -562,10 +573,8 @@ def _isolated_globals() -> Iterator[None]:
 def run_test(kernel: Kernel, grade_id: str, source: str, points: float, seconds: float) -> Verdict:
     """Run one trusted test cell against the student's code and decide pass or fail."""
     filename = f"<test {grade_id}>"
-    hidden = hidden_lines(source)
     try:
-        tree = ast.parse(source, filename=filename)
-        code = compile(tree, filename, "exec")
+        code, hidden, free = _compiled_test(grade_id, source)
     except SyntaxError as err:
         return Verdict(grade_id, points, False, "SyntaxError", f"the test cell does not compile: {err}", "the test could not run", True)
     namespace = trusted_namespace()
@@ -573,7 +582,7 @@ def run_test(kernel: Kernel, grade_id: str, source: str, points: float, seconds:
     try:
         # The alarm is a backstop for the trusted code; calls into the sandbox time out first.
         with _isolated_globals(), _alarm(seconds + 2):
-            _fetch_names(kernel, _names_to_fetch(tree, namespace), namespace, deadline)
+            _fetch_names(kernel, sorted(free - namespace.keys()), namespace, deadline)
             exec(code, namespace)  # noqa: S102 - trusted test source from the gradebook
             if hasattr(kernel, "release_graphs"):
                 kernel.release_graphs()
