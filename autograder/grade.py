@@ -91,6 +91,7 @@ def grade_assignment(
     mode = sandbox.sandbox_mode()
     submissions = collect(course, assignment, students, enrolled_students(course))
     trusted = trusted_notebooks(course, assignment)
+    optimizers = _mentions_optimizers(course.release / assignment)
     rows: list[GradeRow | None] = [None] * len(submissions)
     with GradebookWriter(course) as writer:
         todo = []
@@ -105,14 +106,14 @@ def grade_assignment(
         try:
             if workers == 1:
                 with _one_cpu_thread():
-                    sandbox.warm_up(limits, mode, device)
+                    sandbox.warm_up(limits, mode, device, optimizers)
                     for position in todo:
                         submission = submissions[position]
                         results, status, detail = _grade_one(submission, trusted, limits, mode, device, course.release)
                         rows[position] = writer.graded(submission, results, status, detail, mode)
                         bar.update()
             else:
-                _grade_in_pool(writer, course, submissions, todo, trusted, limits, mode, device, workers, rows, bar)
+                _grade_in_pool(writer, course, submissions, todo, trusted, limits, mode, device, optimizers, workers, rows, bar)
         finally:
             sandbox.stop_zygotes()
             bar.close()
@@ -121,11 +122,11 @@ def grade_assignment(
     return done, csv_path
 
 
-def _grade_in_pool(writer, course, submissions, todo, trusted, limits, mode, device, workers, rows, bar) -> None:
+def _grade_in_pool(writer, course, submissions, todo, trusted, limits, mode, device, optimizers, workers, rows, bar) -> None:
     # fork: the pool processes start with the grader's imports (torch, the engine) already loaded,
     # instead of paying seconds of imports each; they run no student code and touch no database.
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_init, initargs=(limits, mode, device)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_init, initargs=(limits, mode, device, optimizers)) as pool:
         pending: dict[Future, int] = {}
         queue = list(todo)
         # At most two submissions per process in flight: results arrive (and are recorded) as they finish.
@@ -142,12 +143,12 @@ def _grade_in_pool(writer, course, submissions, todo, trusted, limits, mode, dev
                 bar.update()
 
 
-def _pool_init(limits: sandbox.Limits, mode: str, device: str) -> None:
+def _pool_init(limits: sandbox.Limits, mode: str, device: str, optimizers: bool) -> None:
     """A pool process: one CPU thread and a warm sandbox before the first submission."""
     import torch
 
     torch.set_num_threads(1)
-    sandbox.warm_up(limits, mode, device)
+    sandbox.warm_up(limits, mode, device, optimizers)
 
 
 @contextlib.contextmanager
@@ -182,6 +183,11 @@ def _grade_one(
         shutil.rmtree(scratch, ignore_errors=True)
     status, detail = _outcome(results)
     return results, status, detail
+
+
+def _mentions_optimizers(release: Path) -> bool:
+    """Whether the released notebooks talk about torch.optim, so student code is likely to build optimizers."""
+    return any("optim" in path.read_text(errors="replace") for path in release.glob("*.ipynb"))
 
 
 def _outcome(results: list[NotebookResult]) -> tuple[Status, str]:

@@ -325,21 +325,27 @@ def uses_zygote(mode: str) -> bool:
     return mode == BUBBLEWRAP and os.getuid() == 0 and os.environ.get(ZYGOTE_VARIABLE, "1") != "0"
 
 
-def warm_up(limits: Limits, mode: str, device: str = "cpu") -> None:
-    """Start the zygote now, before the first submission needs it."""
+def warm_up(limits: Limits, mode: str, device: str = "cpu", optimizers: bool = True) -> None:
+    """Start the zygote now, before the first submission needs it.
+
+    ``optimizers``: whether student code is likely to build torch optimizers
+    (see ``worker._warm_first_uses``)."""
     if uses_zygote(mode):
         try:
-            _zygote_for(limits, device)
+            _zygote_for(limits, device, optimizers)
         except SandboxError:
             pass  # the first spawn retries and reports
 
 
-def _zygote_for(limits: Limits, device: str) -> "zygote.Zygote":
+def _zygote_for(limits: Limits, device: str, optimizers: bool | None = None) -> "zygote.Zygote":
+    """The running zygote for these limits and device, started if need be.
+
+    ``optimizers`` None takes the running zygote as it is warmed."""
     from . import zygote
 
-    wanted = zygote.Zygote(limits, device)
+    wanted = zygote.Zygote(limits, device, True if optimizers is None else optimizers)
     current = _zygotes.get(wanted.key())
-    if current is None:
+    if current is None or (optimizers is not None and current.optimizers != optimizers):
         for other in list(_zygotes.values()):
             other.stop()
         _zygotes.clear()

@@ -380,7 +380,7 @@ def _student_traceback(error: BaseException) -> str:
         return ""
 
 
-def preload() -> None:
+def preload(optimizers: bool = True) -> None:
     """Import what every worker needs, once (the zygote calls this before it forks)."""
     import matplotlib
 
@@ -393,11 +393,11 @@ def preload() -> None:
 
     from . import wire  # noqa: F401
 
-    _warm_first_uses()
+    _warm_first_uses(optimizers)
     _seed("cpu")
 
 
-def _warm_first_uses() -> None:
+def _warm_first_uses(optimizers: bool) -> None:
     """Pay the costs of first use here, once, instead of in every forked worker.
 
     A forked worker starts from the zygote's memory, so whatever the zygote has
@@ -405,7 +405,8 @@ def _warm_first_uses() -> None:
     torch._dynamo (about 0.75 s), the first mathtext label builds its parser
     (about 0.1 s), and each new font size, artist and log-scale tick formatter
     loads its own caches.  This draws what the course's notebooks draw and
-    trains what they train.
+    trains what they train; the optimizers only for an assignment that uses
+    them, since their import is the largest part of a zygote's start.
     """
     import matplotlib.pyplot as plt
     import numpy as np
@@ -438,14 +439,16 @@ def _warm_first_uses() -> None:
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 3), torch.nn.Sigmoid())
     inputs, targets = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
-    for optimizer in (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), torch.optim.Adam(model.parameters(), lr=0.01)):
-        optimizer.zero_grad()
+    optimizers = [torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), torch.optim.Adam(model.parameters())] if optimizers else [None]
+    for optimizer in optimizers:
+        model.zero_grad()
         logits = model(inputs)
         loss = torch.nn.functional.cross_entropy(logits, targets) + torch.nn.functional.binary_cross_entropy_with_logits(
             logits, torch.nn.functional.one_hot(targets, 3).float()
         )
         loss.backward()
-        optimizer.step()
+        if optimizer is not None:
+            optimizer.step()
     with torch.no_grad():
         torch.log_softmax(inputs, dim=1).exp().logsumexp(dim=1)
 

@@ -252,7 +252,7 @@ def main(config_json: str) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     from . import worker
 
-    worker.preload()
+    worker.preload(optimizers=bool(config.get("optimizers", True)))
     # Children then never scan (and so never copy) the zygote's own objects in a garbage collection.
     gc.freeze()
     null = os.open(os.devnull, os.O_RDWR)
@@ -272,9 +272,10 @@ class ZygoteError(Exception):
 class Zygote:
     """The grader's handle on one zygote; restarts it when it is gone."""
 
-    def __init__(self, limits, device: str = "cpu") -> None:
+    def __init__(self, limits, device: str = "cpu", optimizers: bool = True) -> None:
         self.limits = limits
         self.device = device
+        self.optimizers = optimizers
         self.process: subprocess.Popen | None = None
         self.control: socket.socket | None = None
         self.folder: Path | None = None
@@ -291,7 +292,7 @@ class Zygote:
         os.chmod(self.folder, 0o755)
         roots = sorted({str(p.parent) for p in sandbox._code_paths()})
         boot = f"import sys; sys.path[:0] = {roots!r}; from autograder.zygote import main; main(sys.argv[1])"
-        argv = [sys.executable, "-I", "-B", "-c", boot, json.dumps({"fd": child_end.fileno()})]
+        argv = [sys.executable, "-I", "-B", "-c", boot, json.dumps({"fd": child_end.fileno(), "optimizers": self.optimizers})]
         command = sandbox._bwrap_command(self.folder, self.limits, argv, None, caps=ZYGOTE_CAPS, device=self.device)
         log_path = self.folder / "zygote.log"
         with open(log_path, "wb") as log:
