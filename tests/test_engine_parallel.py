@@ -153,3 +153,33 @@ def test_nothing_a_submission_leaves_reaches_the_next(sequential):
 def test_no_worker_or_zygote_outlives_grading(course_and_marker, sequential):
     assert not processes_matching(course_and_marker[1], set())
     assert not descendants()
+
+
+WARMTH = "import sys\nprint('torch._dynamo' in sys.modules, 'matplotlib.mathtext' in sys.modules)"
+
+
+@pytest.mark.skipif(not sandbox.uses_zygote(MODE), reason="workers are forked from a zygote only as root with bubblewrap")
+@pytest.mark.parametrize("optimizers", [True, False])
+def test_forked_workers_start_with_first_uses_paid(optimizers):
+    """The zygote has built an optimizer (which imports torch._dynamo, 0.75 s) only for an
+    assignment whose notebooks use them, and has drawn mathtext either way."""
+    from autograder.execute import KernelSession
+
+    sandbox.warm_up(LIMITS, MODE, "cpu", optimizers)
+    session = KernelSession(sandbox.prepare_scratch([]), LIMITS, MODE)
+    try:
+        record = session.run_cell(0, WARMTH)
+    finally:
+        session.close()
+        sandbox.stop_zygotes()
+    printed = "".join(o.get("text", "") for o in record.outputs if o["output_type"] == "stream")
+    assert printed.split() == [str(optimizers), "True"], record.outputs
+
+
+def test_zygotes_warm_optimizers_for_the_assignments_that_teach_them():
+    from autograder.grade import _mentions_optimizers
+
+    release = Path(__file__).resolve().parent.parent / "release"
+    warmed = {a.name for a in release.iterdir() if a.is_dir() and _mentions_optimizers(a)}
+    assert {"a07_sgd_momentum", "a08_adam", "a09_training_loop"} <= warmed
+    assert not warmed & {"a01_encoding", "a02_cross_entropy"}, warmed
