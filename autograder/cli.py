@@ -92,4 +92,10 @@ def main() -> None:
     except KeyboardInterrupt:
         print("autograder: interrupted", file=sys.stderr)
         code = 130
-    sys.exit(code)
+    if code:
+        sys.exit(code)
+    # Done: the gradebook, CSV, notebooks and sandboxes are written and closed.  Skip the
+    # interpreter's teardown of torch, SQLAlchemy and nbgrader, half a second of every run.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
