@@ -1,6 +1,7 @@
 """Write outcomes where a TA looks: the nbgrader gradebook, autograded/ and grades.csv.
 
-Each submission is written in one database transaction: the student, the
+``GradebookWriter`` is the one writer of a grading run.  Each submission is
+written in one database transaction: the student, the
 submission, every grade and comment, the late penalty and its status row
 (table ``autograder_status``, next to nbgrader's own tables).  A grader killed
 half-way leaves each submission either fully recorded or untouched, and a

@@ -17,7 +17,9 @@ survives, detached or not), and empties /tmp, the home folder, /dev/shm and
 namespace (no SysV or POSIX IPC object of an earlier student is visible),
 drops to the uid (losing every capability), sets its rlimits, silences its
 standard streams and serves the grader exactly like a worker started from
-scratch (``worker.serve_forked``).  A worker is never reused: each notebook
+scratch (``worker.serve_forked``).  With the reply to the spawn the zygote
+passes a pidfd of the child, so the grader sees it end without asking; how it
+ended (exit code or signal) only the zygote, its parent, can tell.  A worker is never reused: each notebook
 and each restart after a crash gets a new fork.
 
 The zygote keeps only the capabilities it needs for that (set uid/gid, kill,
