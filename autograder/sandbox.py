@@ -432,7 +432,7 @@ def _fork_worker(scratch: Path, limits: Limits, device: str) -> Worker:
         worker = _zygote_for(limits, device).spawn(scratch, limits, uid, _worker_config(limits, uid, device))
     except zygote.ZygoteError as err:
         raise SandboxError(f"the pre-warmed sandbox could not fork a worker: {err}") from err
-    return _await_hello(worker, limits)  # type: ignore[arg-type]
+    return _await_hello(worker, limits)
 
 
 def _await_hello(worker: Worker, limits: Limits) -> Worker:

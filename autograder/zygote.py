@@ -44,10 +44,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import wire
+from . import sandbox, wire
 
 CONTROL_MAX_FRAME = 128 * 2**20
 _CLEAN_DIRS = ("/tmp", "/home/student", "/dev/shm", "/submission")
@@ -286,8 +286,6 @@ class Zygote:
         return (self.limits.tmpfs_bytes, self.device)
 
     def start(self) -> None:
-        from . import sandbox
-
         self.stop()
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.folder = Path(tempfile.mkdtemp(prefix="autograder-zygote-"))
@@ -389,7 +387,7 @@ class Zygote:
                 os.close(pidfd)
             self.stop()
             raise ZygoteError(str(reply.get("error")))
-        return ForkedWorker(_ForkedProcess(self, int(reply["pid"]), pidfd), parent_end)
+        return ForkedWorker(_ForkedProcess(self, int(reply["pid"]), pidfd), parent_end, sandbox.BUBBLEWRAP)
 
 
 @dataclass
@@ -457,18 +455,10 @@ class _ForkedProcess:
 
 
 @dataclass
-class ForkedWorker:
-    """A worker forked by the zygote, with ``sandbox.Worker``'s interface."""
+class ForkedWorker(sandbox.Worker):
+    """A worker forked by the zygote: killed and accounted for through the zygote."""
 
     process: _ForkedProcess
-    channel: socket.socket
-    mode: str = "bubblewrap"
-    killed_by_us: bool = False
-    log_path: Path | None = None
-    started: float = field(default_factory=time.monotonic)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
 
     def kill(self) -> None:
         if self.process.returncode is None:
@@ -486,6 +476,3 @@ class ForkedWorker:
         if self.process.poll() is None:
             return "running"
         return self.process.how or "signal SIGKILL"
-
-    def startup_log(self) -> str:
-        return ""
