@@ -54,8 +54,10 @@ def run(argv: list[str]) -> int:
     if args.command == "grade":
         resolve_device(args.device)  # a missing GPU is reported before anything else
     course = Course.open(args.course)
+    workers = getattr(args, "workers", None)
+    if workers is None:
+        workers = os.cpu_count() or 1
     if args.command == "grade":
-        workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
         rows, csv_path = grade_assignment(
             course, args.assignment, args.student, progress=not args.no_progress, workers=workers, device=args.device
         )
@@ -73,7 +75,7 @@ def run(argv: list[str]) -> int:
         for name in course.assignments():
             generate_release(course, name)
             students = [sample.student for sample in install_samples(course, name)]
-            rows, _ = grade_assignment(course, name, students, progress=not args.no_progress)
+            rows, _ = grade_assignment(course, name, students, progress=not args.no_progress, workers=workers)
             print_table(name, rows, sys.stdout)
             print()
         print(f"grades: {course.reports}/<assignment>/grades.csv; gradebook: {course.db_url}")

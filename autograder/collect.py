@@ -110,7 +110,9 @@ class Plan:
     unchanged: set[str]
 
 
-def collect(course: Course, assignment: str, students: list[str] | None, known_students: set[str]) -> list[Submission]:
+def collect(
+    course: Course, assignment: str, trusted: dict[str, TrustedNotebook], students: list[str] | None, known_students: set[str]
+) -> list[Submission]:
     """One Submission per student: those asked for, else everyone submitted or enrolled."""
     submitted = {p.parent.name for p in course.submitted.glob(f"*/{assignment}") if p.is_dir()}
     if students:
@@ -122,7 +124,7 @@ def collect(course: Course, assignment: str, students: list[str] | None, known_s
         chosen = sorted(submitted | known_students)
     expected = course.notebook_names(assignment)
     # Read-only cells (a setup cell, say) share names across assignments; answers and tests don't.
-    grade_ids = {c.grade_id for nb in trusted_notebooks(course, assignment).values() for c in nb.cells if c.kind in (TESTS, SOLUTION, WRITTEN)}
+    grade_ids = {c.grade_id for nb in trusted.values() for c in nb.cells if c.kind in (TESTS, SOLUTION, WRITTEN)}
     return [_inspect(course, assignment, student, expected, grade_ids) for student in chosen]
 
 

@@ -89,8 +89,8 @@ def grade_assignment(
         generate_release(course, assignment)
     limits = limits or default_limits(course)
     mode = sandbox.sandbox_mode()
-    submissions = collect(course, assignment, students, enrolled_students(course))
     trusted = trusted_notebooks(course, assignment)
+    submissions = collect(course, assignment, trusted, students, enrolled_students(course))
     optimizers = _mentions_optimizers(course.release / assignment)
     rows: list[GradeRow | None] = [None] * len(submissions)
     with GradebookWriter(course) as writer:
