@@ -83,8 +83,11 @@ def test_answer_digest_ignores_case_spaces_and_quotes():
     assert cc.answer_digest(" B ") == cc.answer_digest("b")
     assert cc.answer_digest('say "hi"') == cc.answer_digest("say 'hi'")
     assert cc.answer_digest("a") != cc.answer_digest("b")
-    cc.check_answer("b", cc.answer_digest("b"), what="q1")
+    key = cc.answer_digest("q1: b")
+    cc.check_choice(" (B) ", key, what="q1")
     with pytest.raises(AssertionError, match="no answer given"):
-        cc.check_answer(None, cc.answer_digest("b"), what="q1")
+        cc.check_choice(None, key, what="q1")
     with pytest.raises(AssertionError, match="not the right answer"):
-        cc.check_answer("c", cc.answer_digest("b"), what="q1")
+        cc.check_choice("c", key, what="q1")
+    with pytest.raises(AssertionError, match="not one of the options"):
+        cc.check_choice("e", key, what="q1")

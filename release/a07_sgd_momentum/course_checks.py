@@ -32,7 +32,6 @@ __all__ = [
     "check_finite",
     "check_not_mutated",
     "check_raises",
-    "check_answer",
     "answer_digest",
     "forbid",
     "ForbiddenCallError",
@@ -258,14 +257,6 @@ def answer_digest(answer: Any) -> str:
 
     normal = " ".join(str(answer).strip().lower().replace('"', "'").split())
     return hashlib.sha256(f"{_ANSWER_SALT}:{normal}".encode()).hexdigest()[:16]
-
-
-def check_answer(answer: Any, digest: str, *, what: str, hint: str | None = None) -> None:
-    """Fail unless ``answer`` hashes to ``digest``."""
-    if answer is None or answer == "":
-        _fail(f"{what}: no answer given yet", hint)
-    if answer_digest(answer) != digest:
-        _fail(f"{what}: {answer!r} is not the right answer", hint)
 
 
 # -- assignment 02 (softmax and cross-entropy) --------------------------------
