@@ -31,10 +31,14 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import course_checks
 
 from . import wire
+
+if TYPE_CHECKING:
+    from . import zygote
 
 BUBBLEWRAP = "bubblewrap"
 RLIMITS_ONLY = "rlimits only (no bubblewrap)"

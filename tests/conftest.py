@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from autograder.grade import grade_assignment
 from autograder.samples import install_samples
 
 REPO = Path(__file__).resolve().parent.parent
+# The adversarial corpus (attacks.py) and its fixture course (fixture.py), shared by the engine tests.
+sys.path.insert(0, str(REPO / "tests" / "adversarial"))
 COURSE_FILES = ("source", "release", "samples", "nbgrader_config.py")
 
 

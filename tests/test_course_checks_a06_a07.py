@@ -1,9 +1,13 @@
 """The A06/A07 helpers: seeded models, the torch.optim.SGD reference run, list comparisons."""
 
+import re
+
+import nbformat
 import pytest
 import torch
 
 import course_checks as cc
+from conftest import REPO
 
 
 def _batches(steps, n=6, d=16, classes=2, seed=0):
@@ -119,8 +123,10 @@ def test_a06_quiz_key_matches_pinned_torch():
         "no_grad": {"a": (True, False), "b": (True, True), "c": (False, False), "d": (False, True)},
         "detach": {"a": ([10.0, 2.0], True), "b": ([1.0, 2.0], True), "c": "RuntimeError", "d": ([10.0, 2.0], False)},
     }
-    digests = {"accumulate": "8348ca7bd3a961b9", "second_backward": "7a54f011fe39702d",
-               "no_grad": "fd933afe21894ed7", "detach": "c100b89c52974971"}
+    # The key as the assignment's test cells hold it, so a changed key cannot go unchecked here.
+    notebook = nbformat.read(REPO / "source" / "a06_gradients" / "gradients.ipynb", as_version=4)
+    digests = dict(re.findall(r'check_choice\(answers\.get\("(\w+)"\), "([0-9a-f]{16})"', "\n".join(c.source for c in notebook.cells)))
+    assert set(digests) == set(meaning), f"the notebook checks {sorted(digests)}"
     for question, outcome in _quiz_outcomes().items():
         right = [letter for letter, value in meaning[question].items() if value == outcome]
         assert len(right) == 1, f"{question}: outcome {outcome!r} matches options {right}"

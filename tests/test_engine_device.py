@@ -9,7 +9,6 @@ makes its tensors on the CPU gets feedback naming the input's device.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,9 +17,8 @@ from autograder import cli, sandbox
 from autograder.errors import UsageError
 from autograder.grade import grade_assignment, resolve_device
 
-sys.path.insert(0, str(Path(__file__).parent / "adversarial"))
-import attacks  # noqa: E402
-from fixture import ASSIGNMENT, make_course, release_notebook, submit  # noqa: E402
+import attacks
+from fixture import ASSIGNMENT, make_course, release_notebook, submit
 
 CUDA = torch.cuda.is_available()
 LIMITS = sandbox.Limits(cell_seconds=30, notebook_seconds=120, restarts=1)

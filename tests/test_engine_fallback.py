@@ -1,17 +1,14 @@
 """Without bubblewrap, grading still runs: resource limits, a process-group kill, a loud warning, and grades.csv says so."""
 
 import csv
-import sys
 import time
 import uuid
-from pathlib import Path
 
 from autograder import sandbox
 from autograder.grade import grade_assignment
 
-sys.path.insert(0, str(Path(__file__).parent / "adversarial"))
-import attacks  # noqa: E402
-from fixture import ASSIGNMENT, make_course, processes_matching, release_notebook, submit  # noqa: E402
+import attacks
+from fixture import ASSIGNMENT, make_course, processes_matching, release_notebook, submit
 
 
 def test_grading_without_bubblewrap_is_limited_killed_and_flagged(tmp_path, monkeypatch, capsys):

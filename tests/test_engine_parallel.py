@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import sys
 import uuid
 from pathlib import Path
 
@@ -21,9 +20,8 @@ import pytest
 from autograder import sandbox
 from autograder.grade import grade_assignment
 
-sys.path.insert(0, str(Path(__file__).parent / "adversarial"))
-import attacks  # noqa: E402
-from fixture import ASSIGNMENT, make_course, processes_matching, release_notebook, submit  # noqa: E402
+import attacks
+from fixture import ASSIGNMENT, make_course, processes_matching, release_notebook, submit
 
 LIMITS = sandbox.Limits(cell_seconds=10, notebook_seconds=60, memory_bytes=2 * 2**30, restarts=1)
 MODE = sandbox.sandbox_mode()

@@ -41,12 +41,12 @@ def test_release_leaks_no_solution_or_hidden_test(assignment):
             secret = set()
             for block in SOLUTION.findall(cell.source) + HIDDEN.findall(cell.source):
                 secret |= _significant_lines(block)
-            visible_elsewhere = {line for line in secret if _line_is_public(line, source, cell)}
+            visible_elsewhere = {line for line in secret if _line_is_public(line, source)}
             leaked = (secret - visible_elsewhere) & release_lines
             assert not leaked, f"{source_path.name}: secret lines in the release: {sorted(leaked)[:3]}"
 
 
-def _line_is_public(line: str, source, secret_cell) -> bool:
+def _line_is_public(line: str, source) -> bool:
     """A line also written outside any secret block (a worked example, say) is not a leak."""
     for cell in source.cells:
         public = HIDDEN.sub("", SOLUTION.sub("", cell.source))

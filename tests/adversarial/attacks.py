@@ -34,8 +34,6 @@ WRONG = {
     "sgd_step": "def sgd_step(model, lr):\n    pass",
     "q_why": "No idea.",
 }
-#: Autograded points of the fixture (the written answer is graded by hand).
-POINTS = {"test_double": 1, "test_double_hidden": 2, "test_safe_log": 1, "test_sgd_step": 1}
 
 
 @dataclass
@@ -55,7 +53,7 @@ class Attack:
     transform: Callable[[nbformat.NotebookNode], None] | None = None
     #: The submitted file's bytes, for notebooks that are not notebooks.
     raw: Callable[[dict], bytes] | None = None
-    #: Tests that fail (beyond those ``base`` fails), for score checks.
+    #: The exact score the attack must end with, where the base alone does not fix it.
     exact_score: float | None = None
     #: Filesystem and network isolation only hold in the bubblewrap sandbox.
     needs_bwrap: bool = False
