@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ from traitlets.config.loader import PyFileConfigLoader
 from .errors import UsageError
 
 CONFIG_FILE = "nbgrader_config.py"
+#: What a course is made of before anyone submits: copy these to get a fresh course.
+COURSE_FILES = ("source", "release", "samples", CONFIG_FILE)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,18 @@ class Course:
 
     def notebook_names(self, assignment: str) -> list[str]:
         return sorted(p.name for p in (self.source / assignment).glob("*.ipynb"))
+
+    def copy_to(self, destination: Path) -> "Course":
+        """A fresh course at ``destination`` with this one's sources, release, samples and config
+        (no submissions, no gradebook): for tests and benchmarks."""
+        for name in COURSE_FILES:
+            source = self.root / name
+            if source.is_dir():
+                shutil.copytree(source, destination / name)
+            elif source.is_file():
+                destination.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, destination / name)
+        return Course.open(destination)
 
     def config(self) -> Config:
         config = Config()

@@ -84,13 +84,18 @@ def build_notebook(course: Course, sample: Sample, name: str) -> nbformat.Notebo
     return release
 
 
+def submit_sample(course: Course, sample: Sample, student: str) -> None:
+    """Write ``sample`` as ``student``'s submission: submitted/<student>/<assignment>/."""
+    folder = course.submitted / student / sample.assignment
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name in course.notebook_names(sample.assignment):
+        nbformat.write(build_notebook(course, sample, name), folder / name)
+
+
 def install_samples(course: Course, assignment: str) -> list[Sample]:
     """Write every sample of ``assignment`` into submitted/<student>/<assignment>/."""
     samples = load_samples(course, assignment)
     for sample in samples:
-        folder = course.submitted / sample.student / assignment
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        for name in course.notebook_names(assignment):
-            nbformat.write(build_notebook(course, sample, name), folder / name)
+        submit_sample(course, sample, sample.student)
     return samples

@@ -23,16 +23,13 @@ import threading
 import time
 from pathlib import Path
 
-import nbformat
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from autograder.course import Course  # noqa: E402
 from autograder.release import generate_release  # noqa: E402
-from autograder.samples import build_notebook, load_samples  # noqa: E402
+from autograder.samples import load_samples, submit_sample  # noqa: E402
 
-COURSE_FILES = ("source", "release", "samples", "nbgrader_config.py")
 
 
 class TreeMemorySampler:
@@ -74,20 +71,14 @@ class TreeMemorySampler:
 
 
 def make_course(root: Path, assignment: str, copies: int) -> list[str]:
-    for name in COURSE_FILES:
-        source = REPO / name
-        (shutil.copytree(source, root / name) if source.is_dir() else shutil.copy2(source, root / name))
-    course = Course.open(root)
+    course = Course.open(REPO).copy_to(root)
     generate_release(course, assignment)  # puts the test cells into this course's gradebook
     samples = load_samples(course, assignment)
     students = []
     for index in range(copies):
         sample = samples[index % len(samples)]
         student = f"s{index:03d}_{sample.student}"
-        folder = course.submitted / student / assignment
-        folder.mkdir(parents=True)
-        for name in course.notebook_names(assignment):
-            nbformat.write(build_notebook(course, sample, name), folder / name)
+        submit_sample(course, sample, student)
         students.append(student)
     return students
 

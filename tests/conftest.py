@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from autograder.samples import install_samples
 REPO = Path(__file__).resolve().parent.parent
 # The adversarial corpus (attacks.py) and its fixture course (fixture.py), shared by the engine tests.
 sys.path.insert(0, str(REPO / "tests" / "adversarial"))
-COURSE_FILES = ("source", "release", "samples", "nbgrader_config.py")
 
 
 def assignments() -> list[str]:
@@ -23,13 +21,7 @@ def assignments() -> list[str]:
 
 
 def copy_course(destination: Path) -> Course:
-    for name in COURSE_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, destination / name)
-        elif src.is_file():
-            shutil.copy2(src, destination / name)
-    return Course.open(destination)
+    return Course.open(REPO).copy_to(destination)
 
 
 @pytest.fixture
