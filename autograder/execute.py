@@ -16,6 +16,7 @@ the one that broke it) and grading goes on, up to ``restarts`` times.
 from __future__ import annotations
 
 import base64
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,4 +313,8 @@ def _verdict_output(verdict: Verdict | None) -> dict:
         return _output("stream", name="stdout", text=f"passed ({verdict.points:g} point(s))\n")
     where = "a hidden test" if verdict.hidden else "a visible test"
     message = verdict.public_message.strip() or "(no message)"
-    return _error_output(verdict.ename, message, f"failed ({where}): {verdict.ename}: {message}")
+    # The formgrader and the feedback show the traceback in a <pre>: wrap it so
+    # that a long message does not run off the right edge.
+    lines = textwrap.wrap(f"failed ({where}): {verdict.ename}: {message}", width=100, subsequent_indent="    ",
+                          break_long_words=False, break_on_hyphens=False)
+    return _error_output(verdict.ename, message, "\n".join(lines))

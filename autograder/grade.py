@@ -169,7 +169,7 @@ def _grade_one(
     submission: Submission, trusted: dict, limits: sandbox.Limits, mode: str, device: str, release: Path
 ) -> tuple[list[NotebookResult], Status, str]:
     """Run one submission's notebooks; writes nothing (the caller records the results)."""
-    verdict.tolerance_scale = verdict.CUDA_TOLERANCE_SCALE if device == "cuda" else 1.0
+    verdict.roundings_scale = verdict.CUDA_ROUNDINGS_SCALE if device == "cuda" else 1.0
     files = sandbox.submission_files(submission.folder, release / submission.assignment)
     scratch = sandbox.prepare_scratch(files)
     results: list[NotebookResult] = []

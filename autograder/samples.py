@@ -5,7 +5,15 @@ starts from the release notebook, fills in solution cells from the source
 notebook (``start = "solution"``) or leaves them alone (``start = "release"``),
 then overrides individual cells by grade id.  ``expect_failed`` names the test
 cells the sample must fail and ``expect_message`` a phrase its feedback must
-contain.
+contain; ``named = true`` (the default for a buggy sample) says that phrase must
+be the mistake the feedback names ("Likely mistake: ..."), ``named = false``
+that it comes from a neutral description.  A sample with ``style`` and no
+``expect_failed`` is a correct alternative: a solution written another way,
+from the release notebook, that must earn every autograded point.
+
+``[[requirement]]`` entries list what each exercise's text states (return type,
+dtype rules, input left alone, arguments honoured, edge cases it names) and
+the buggy sample that violates only that requirement.
 """
 
 from __future__ import annotations
@@ -34,6 +42,22 @@ class Sample:
     expect_failed: tuple[str, ...] = ()
     expect_message: str = ""
     mistake: str = ""
+    named: bool = True
+    style: str = ""
+
+    @property
+    def is_alternative(self) -> bool:
+        """A correct solution written in another style."""
+        return bool(self.style) and not self.expect_failed
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A requirement an exercise's text states, and the sample that violates only it."""
+
+    text: str
+    cell: str
+    sample: str
 
 
 def load_samples(course: Course, assignment: str) -> list[Sample]:
@@ -51,9 +75,19 @@ def load_samples(course: Course, assignment: str) -> list[Sample]:
             expect_failed=tuple(entry.get("expect_failed", ())),
             expect_message=entry.get("expect_message", ""),
             mistake=entry.get("mistake", ""),
+            named=entry.get("named", True),
+            style=entry.get("style", ""),
         )
         for entry in spec.get("sample", [])
     ]
+
+
+def load_requirements(course: Course, assignment: str) -> list[Requirement]:
+    path = course.root / SAMPLES_DIR / f"{assignment}.toml"
+    if not path.is_file():
+        return []
+    spec = tomllib.loads(path.read_text())
+    return [Requirement(entry["text"], entry["cell"], entry["sample"]) for entry in spec.get("requirement", [])]
 
 
 def solution_text(source: str) -> str:

@@ -3,6 +3,8 @@
 Names: only the student's solution names, torch/np/math/F and course_checks.
 Quiet: no imports, no trailing bare expression (nbgrader reads a number as partial credit).
 Messages: every plain assert says what went wrong.
+Tolerances: only the policy in course_checks (roundings=, scale=), never a hand-set rtol/atol.
+Mistakes: "Likely mistake" is written by the check helpers when a signature matches, never by hand.
 """
 
 import ast
@@ -65,3 +67,27 @@ def test_test_cells_keep_the_contract(path):
             call = last.value
             name = call.func.id if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) else None
             assert name in CHECK_CALLS, f"{grade_id}: ends on a bare expression, which nbgrader may read as a score"
+
+
+#: Calls whose keyword arguments set a tolerance by hand.
+_HAND_TOLERANCES = {"rtol", "atol"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.parent.name)
+def test_test_cells_take_tolerances_from_the_policy(path):
+    for grade_id, source in _cells(path, "tests"):
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Call):
+                hand = sorted(k.arg for k in node.keywords if k.arg in _HAND_TOLERANCES)
+                assert not hand, (
+                    f"{grade_id}: line {node.lineno} sets {', '.join(hand)} by hand; "
+                    "use check_close's roundings= and scale= (docs/authoring.md, Tolerances)"
+                )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.parent.name)
+def test_no_test_cell_claims_a_mistake_by_hand(path):
+    for grade_id, source in _cells(path, "tests"):
+        assert "Likely mistake" not in source, (
+            f"{grade_id}: writes 'Likely mistake' itself; pass the mistake's output in mistakes= instead"
+        )
