@@ -18,7 +18,7 @@ import contextlib
 import functools
 import importlib
 import math
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ import torch
 __all__ = [
     "rel_error",
     "tolerance",
+    "Tolerance",
     "check",
     "check_close",
     "check_shape",
@@ -85,7 +86,8 @@ def rel_error(x: Any, y: Any) -> float:
 # -- the tolerance policy ---------------------------------------------------------
 # One rule for every numeric comparison (docs/authoring.md, "Tolerances"):
 #
-#   tol = roundings * eps(dtype) * max(1, scale),   |got - want| <= tol * (1 + |want|)
+#   rtol = roundings * eps(dtype),   atol = rtol * max(1, scale)
+#   pass when |got - want| <= atol + rtol * |want|   (elementwise)
 #
 # * dtype is the working precision: the least precise floating dtype among the
 #   answer and the reference (a Python float counts as float64).  A float32
@@ -128,12 +130,26 @@ def working_dtype(*values: Any) -> torch.dtype | None:
     return max(found, key=lambda d: torch.finfo(d.to_real() if d.is_complex else d).eps)
 
 
-def tolerance(dtype: torch.dtype | None, *, roundings: float = DEFAULT_ROUNDINGS, scale: float = 1.0) -> float:
-    """The relative-and-absolute tolerance the policy allows in ``dtype`` (0.0 for exact dtypes)."""
+class Tolerance(NamedTuple):
+    """How far apart two values may be: ``|got - want| <= atol + rtol * |want|``."""
+
+    rtol: float
+    atol: float
+
+    def __str__(self) -> str:
+        return f"rtol {self.rtol:.2g}" if self.rtol == self.atol else f"rtol {self.rtol:.2g}, atol {self.atol:.2g}"
+
+
+EXACT = Tolerance(0.0, 0.0)
+
+
+def tolerance(dtype: torch.dtype | None, *, roundings: float = DEFAULT_ROUNDINGS, scale: float = 1.0) -> Tolerance:
+    """The tolerance the policy allows in ``dtype``: exact for integer and bool values."""
     if dtype is None:
-        return 0.0
+        return EXACT
     real = dtype.to_real() if dtype.is_complex else dtype
-    return float(roundings) * torch.finfo(real).eps * max(1.0, float(scale))
+    rtol = float(roundings) * torch.finfo(real).eps
+    return Tolerance(rtol, rtol * max(1.0, float(scale)))
 
 
 def check(condition: bool, message: str, *, hint: str | None = None, mistake: str | None = None) -> None:
@@ -216,15 +232,15 @@ def _format(value: float) -> str:
     return f"{value:.6g}"
 
 
-def _matches(got64: torch.Tensor, want64: torch.Tensor, tol: float) -> torch.Tensor:
-    """Elementwise: equal within ``tol`` (relative and absolute), or the same nan/inf."""
+def _matches(got64: torch.Tensor, want64: torch.Tensor, tol: Tolerance) -> torch.Tensor:
+    """Elementwise: equal within ``tol``, or the same nan/inf."""
     both_nan = torch.isnan(got64) & torch.isnan(want64)
     same_inf = torch.isinf(got64) & (got64 == want64)
-    within = (got64 - want64).abs() <= tol * (1 + want64.abs())
+    within = (got64 - want64).abs() <= tol.atol + tol.rtol * want64.abs()
     return both_nan | same_inf | within
 
 
-def _close(got: Any, want: Any, tol: float) -> bool:
+def _close(got: Any, want: Any, tol: Tolerance) -> bool:
     try:
         got64, want64 = _as_tensor(got).detach().double(), _as_tensor(want).detach().double()
     except (TypeError, ValueError, RuntimeError):
@@ -246,7 +262,7 @@ def _factor_name(factor: float, sizes: dict[str, float]) -> str:
     return f"{factor:.6g} times"
 
 
-def describe_difference(actual: Any, expected: Any, *, tol: float, sizes: dict[str, float] | None = None) -> str:
+def describe_difference(actual: Any, expected: Any, *, tol: Tolerance, sizes: dict[str, float] | None = None) -> str:
     """What differs between two same-shaped values, in neutral words: the patterns it can see by itself.
 
     Looks for nan/inf where the expected value is finite, a sign flip, one
@@ -265,7 +281,7 @@ def describe_difference(actual: Any, expected: Any, *, tol: float, sizes: dict[s
         return f"{count}: {int(nonfinite.sum())} {kinds}{_positions(nonfinite)} where the expected value is finite"
     patterns = []
     if bool(finite_want.all()) and got64.numel() > 0 and bool(torch.isfinite(got64).all()):
-        nonzero = want64.abs() > tol
+        nonzero = want64.abs() > tol.atol
         if bool(nonzero.any()) and bool((want64 != 0).any()):
             if _close(got64, -want64, tol):
                 patterns.append("every value has the opposite sign")
@@ -280,18 +296,19 @@ def describe_difference(actual: Any, expected: Any, *, tol: float, sizes: dict[s
         if not patterns and got64.dim() == 2 and got64.shape[0] == got64.shape[1] and _close(got64, want64.T, tol):
             patterns.append("the values are the transpose of the expected ones")
         if not patterns and got64.dim() >= 2:
-            want_dims = [d for d in range(want64.dim()) if _close(want64.sum(dim=d), torch.ones(()).expand(want64.sum(dim=d).shape), 1e-5)]
-            got_dims = [d for d in range(got64.dim()) if _close(got64.sum(dim=d), torch.ones(()).expand(got64.sum(dim=d).shape), 1e-5)]
+            sums_to_one = lambda v, d: _close(v.sum(dim=d), torch.ones_like(v.sum(dim=d)), tolerance(torch.float32))  # noqa: E731
+            want_dims = [d for d in range(want64.dim()) if sums_to_one(want64, d)]
+            got_dims = [d for d in range(got64.dim()) if sums_to_one(got64, d)]
             if want_dims and got_dims and not set(got_dims) & set(want_dims):
                 patterns.append(f"the values sum to 1 along dim {got_dims[0]}; the expected ones along dim {want_dims[0]}")
-        if not patterns and tol < tolerance(torch.float32) and _close(got64, want64, tolerance(torch.float32)):
+        if not patterns and tol.rtol < tolerance(torch.float32).rtol and _close(got64, want64, tolerance(torch.float32)):
             patterns.append("they agree only to float32 precision, as if part of the computation ran in float32")
     diff = torch.where(ok, torch.zeros_like(got64), (got64 - want64).abs().nan_to_num(math.inf))
     flat = int(diff.argmax())
     index = tuple(int(i) for i in np.unravel_index(flat, tuple(got64.shape))) if got64.dim() else ()
     at = f" at index {index[0] if len(index) == 1 else index}" if index else ""
     worst = (f"worst{at}: got {_format(got64.reshape(-1)[flat].item())}, "
-             f"expected {_format(want64.reshape(-1)[flat].item())}, tolerance {tol:.2g}")
+             f"expected {_format(want64.reshape(-1)[flat].item())}, {tol}")
     if patterns:
         return f"{count}; {patterns[0]} ({worst})"
     return f"{count}; {worst}"
@@ -449,7 +466,8 @@ def describe_value(value: Any) -> str:
     """A short description of an argument: type, shape and dtype, never its values."""
     if isinstance(value, torch.Tensor):
         flag = ", requires_grad" if value.requires_grad else ""
-        return f"tensor{_shape_text(value.shape)} {str(value.dtype).removeprefix('torch.')}{flag}"
+        kind = f"tensor{_shape_text(value.shape)}" if value.dim() else "0-d tensor"
+        return f"{kind} {str(value.dtype).removeprefix('torch.')}{flag}"
     if isinstance(value, np.ndarray):
         return f"array{_shape_text(value.shape)} {value.dtype}"
     if isinstance(value, (list, tuple)):

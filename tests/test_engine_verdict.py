@@ -36,6 +36,21 @@ class LabelError(ValueError):
 def custom(x):
     raise LabelError("bad label 7")
 
+def grad_on(x):
+    x.requires_grad_()
+    return x * 1
+
+def sets_grad(x):
+    x.grad = torch.ones_like(x)
+    return x.detach() * 2
+
+def subtract_on_leaf(x):
+    x -= x.max()
+    return x
+
+def softmax_rows(z, dim=-1):
+    return torch.softmax(z, dim=1)
+
 def interrupt(x):
     raise KeyboardInterrupt
 
@@ -95,7 +110,7 @@ def test_a_correct_function_passes_and_a_wrong_check_fails(kernel):
 
 def test_in_place_changes_come_back_so_mutation_checks_work(kernel):
     result = verdict(kernel, "x = torch.ones(3)\ncheck_not_mutated(scale_in_place, x, what='scale_in_place')")
-    assert not result.passed and "changed its input in place" in result.message
+    assert not result.passed and "had 3 of 3 value(s) overwritten" in result.message
     assert verdict(kernel, "x = torch.ones(3)\nscale_in_place(x)\ncheck(bool((x == 3).all()), 'x is scaled in place')").passed
     assert verdict(kernel, "items = [0]\nn = append_one(items)\ncheck(items == [0, 1] and n == 2, 'list grew')").passed
 
@@ -175,3 +190,48 @@ def test_a_hang_fails_its_test_even_under_check_raises_and_the_kernel_comes_back
     assert any(event.kind == "timeout" for event in kernel.events)
     # A fresh worker replayed the cells: everything else still works.
     assert verdict(kernel, "check_close(double(torch.tensor([1.0])), torch.tensor([2.0]), what='double')").passed
+
+
+def test_requires_grad_and_grad_changed_in_the_sandbox_are_seen(kernel):
+    switched = verdict(kernel, "check_not_mutated(grad_on, torch.ones(3), what='grad_on')")
+    assert not switched.passed and "switched to requires_grad=True" in switched.message
+    graded = verdict(kernel, "check_not_mutated(sets_grad, torch.ones(2, requires_grad=True), what='sets_grad')")
+    assert not graded.passed and ".grad was set" in graded.message
+    assert verdict(kernel, "check_not_mutated(double, torch.ones(2, requires_grad=True), what='double')").passed
+
+
+def test_a_failing_student_call_says_which_call_with_which_inputs(kernel):
+    crashed = verdict(kernel, "picky(torch.tensor(-1.0))")
+    assert not crashed.passed and crashed.ename == "ValueError"
+    assert crashed.message == "picky(0-d tensor float32) raised ValueError: negative"
+    # The exception proves its cause: named first.
+    leaf = verdict(kernel, "subtract_on_leaf(torch.ones(2, 3, requires_grad=True))")
+    assert leaf.message.startswith("Likely mistake: an in-place operation")
+    assert "subtract_on_leaf(tensor(2, 3) float32, requires_grad)" in leaf.message
+    # check_raises still sees the student's own exception type.
+    assert verdict(kernel, "check_raises(ValueError, picky, -1, what='picky')").passed
+
+
+def test_a_mistake_is_named_only_when_the_answer_matches_its_signature(kernel):
+    source = """
+z = torch.arange(12.0).reshape(3, 4) / 5
+check_close(softmax_rows(z, dim=0), torch.softmax(z, dim=0), what='softmax along dim 0',
+            mistakes={'the dim argument is ignored (dim=1 hard-coded)': torch.softmax(z, dim=1),
+                      'normalised over the whole tensor': torch.softmax(z.reshape(-1), 0).reshape(3, 4)},
+            hint='reduce along `dim`')
+"""
+    named = verdict(kernel, source)
+    assert named.message.startswith("Likely mistake: the dim argument is ignored (dim=1 hard-coded)")
+    assert "whole tensor" not in named.message and "Hint" not in named.message
+    neutral = verdict(kernel, source.replace("torch.softmax(z, dim=1)", "torch.softmax(2 * z, dim=1)"))
+    assert "Likely mistake" not in neutral.message
+    assert "sum to 1 along dim 1; the expected ones along dim 0" in neutral.message and neutral.message.endswith("Hint: reduce along `dim`")
+
+
+def test_feedback_lines_are_wrapped(kernel):
+    from autograder.execute import _verdict_output
+
+    failed = verdict(kernel, "check_close(double(torch.arange(30.0)), torch.arange(30.0), what='a long description of double ' * 4)")
+    output = _verdict_output(failed)
+    assert len(output["traceback"]) > 1 and max(len(line) for line in output["traceback"]) <= 104
+    assert output["evalue"] == failed.public_message.strip()
