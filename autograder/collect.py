@@ -26,6 +26,7 @@ from nbgrader.api import Gradebook, MissingEntry
 from .course import Course
 from .errors import UsageError
 from .status import Status
+from .wire import safe_text
 
 #: Larger notebooks are refused before anything parses them.
 MAX_NOTEBOOK_BYTES = 20 * 1024 * 1024
@@ -142,9 +143,69 @@ def _inspect(course: Course, assignment: str, student: str, expected: list[str],
     return Submission(student, assignment, folder)
 
 
+class UnreadableNotebook(Exception):
+    """Why a submitted file is not a notebook the grader can read: one line for the TA."""
+
+
+_BYTE_ORDER_MARKS = {
+    b"\xef\xbb\xbf": "UTF-8 with a byte-order mark",
+    b"\xff\xfe": "UTF-16 (little-endian)",
+    b"\xfe\xff": "UTF-16 (big-endian)",
+}
+
+
+def load_notebook(data: bytes) -> nbformat.NotebookNode:
+    """Read a notebook as Jupyter does: strict UTF-8, then nbformat; anything else is unreadable.
+
+    JupyterLab cannot open what this refuses, so neither can the student.  What it
+    accepts may still hold lone surrogates (escaped in the JSON); they are replaced
+    with U+FFFD here so that every later writer (the autograded notebook, the
+    gradebook, grades.csv) can encode the text.
+    """
+    if len(data) > MAX_NOTEBOOK_BYTES:
+        raise UnreadableNotebook(f"larger than {MAX_NOTEBOOK_BYTES // 2**20} MiB")
+    for mark, encoding in _BYTE_ORDER_MARKS.items():
+        if data.startswith(mark):
+            raise UnreadableNotebook(f"saved as {encoding}, which Jupyter cannot open: re-save it as plain UTF-8")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UnreadableNotebook(f"not UTF-8 text (invalid byte at offset {err.start}), which Jupyter cannot open") from None
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise UnreadableNotebook(f"not valid notebook JSON ({type(err).__name__}: {safe_text(first)[:200]})") from None
+    if not isinstance(raw, dict) or "cells" not in raw:
+        raise UnreadableNotebook("not a Jupyter notebook")
+    if not isinstance(raw["cells"], list):
+        raise UnreadableNotebook("not a Jupyter notebook")
+    if len(raw["cells"]) > MAX_CELLS:
+        raise UnreadableNotebook(f"more than {MAX_CELLS} cells")
+    try:
+        notebook = nbformat.reads(json.dumps(_without_surrogates(raw)), as_version=4)
+        nbformat.validate(notebook)
+    except Exception as err:  # noqa: BLE001 - nbformat raises several unrelated types
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UnreadableNotebook(f"not a valid notebook ({safe_text(first)[:300]})") from None
+    return notebook
+
+
+def _without_surrogates(value: object, depth: int = 0) -> object:
+    if isinstance(value, str):
+        return safe_text(value)
+    if depth > 200:
+        raise UnreadableNotebook("nested too deeply")
+    if isinstance(value, list):
+        return [_without_surrogates(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {safe_text(k): _without_surrogates(v, depth + 1) for k, v in value.items()}
+    return value
+
+
 def read_submitted(path: Path) -> nbformat.NotebookNode:
-    """The submitted notebook, already checked by ``_unreadable``."""
-    return nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+    """The submitted notebook, read as ``_unreadable`` read it when collecting."""
+    return load_notebook(path.read_bytes())
 
 
 def _unreadable(path: Path, grade_ids: set[str]) -> str | None:
@@ -152,18 +213,9 @@ def _unreadable(path: Path, grade_ids: set[str]) -> str | None:
     if path.stat().st_size > MAX_NOTEBOOK_BYTES:
         return f"larger than {MAX_NOTEBOOK_BYTES // 2**20} MiB"
     try:
-        raw = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError, RecursionError) as err:
-        return f"not valid notebook JSON ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-    if not isinstance(raw, dict) or "cells" not in raw:
-        return "not a Jupyter notebook"
-    if not isinstance(raw["cells"], list) or len(raw["cells"]) > MAX_CELLS:
-        return f"more than {MAX_CELLS} cells" if isinstance(raw["cells"], list) else "not a Jupyter notebook"
-    try:
-        notebook = nbformat.reads(json.dumps(raw), as_version=4)
-        nbformat.validate(notebook)
-    except Exception as err:  # noqa: BLE001 - nbformat raises several unrelated types
-        return f"not a valid notebook ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        notebook = load_notebook(path.read_bytes())
+    except UnreadableNotebook as err:
+        return str(err)
     found = {_grade_id(c) for c in notebook.cells}
     if grade_ids and not grade_ids & found:
         return "none of this assignment's cells are in it (a notebook from another assignment?)"
@@ -335,6 +387,6 @@ def _changed_metadata(meta: object, record: TrustedCell) -> list[str]:
         try:
             if float(meta.get("points", "nan")) != float(expected["points"]):
                 changed.append("points")
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             changed.append("points")
     return changed

@@ -180,7 +180,7 @@ class KernelSession:
             raise Interrupted(PROTOCOL, "the notebook's process broke the grading protocol")
         error = reply.get("error")
         if isinstance(error, dict) and is_memory_error(error):
-            self.events.append(Event(MEMORY, f"{_describe(header)} ran out of memory: {str(error.get('message', ''))[:200]}"))
+            self.events.append(Event(MEMORY, f"{_describe(header)} ran out of memory: {wire.checked_error(error)['message'][:200]}"))
         return reply, reply_blobs
 
     def release_graphs(self) -> None:
@@ -219,7 +219,7 @@ def _describe(header: dict) -> str:
 
 
 def _text(value: object, limit: int = 100_000) -> str:
-    return str(value)[:limit] if value is not None else ""
+    return wire.safe_text(value, limit)
 
 
 def _outputs(reply: dict, blobs: list[bytes]) -> list[dict]:
@@ -237,9 +237,8 @@ def _outputs(reply: dict, blobs: list[bytes]) -> list[dict]:
                 outputs.append(_output("display_data", data={"image/png": base64.b64encode(data).decode()}, metadata={}))
     error = reply.get("error")
     if isinstance(error, dict):
-        mro = error.get("mro") or [["", "Error"]]
-        ename = str(mro[0][1]) if isinstance(mro[0], list) and len(mro[0]) == 2 else "Error"
-        outputs.append(_error_output(ename[:100], _text(error.get("message"), 4000), _text(error.get("traceback"), 20_000)))
+        error = wire.checked_error(error)
+        outputs.append(_error_output(error["mro"][0][1][:100], error["message"], error["traceback"]))
     return outputs
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import shutil
+import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Iterator
@@ -32,6 +33,7 @@ from .execute import NotebookResult, run_notebook
 from .record import GradebookWriter, GradeRow, enrolled_students, knows_assignment, write_csv
 from .release import generate_release
 from .status import Status
+from .wire import safe_text
 from .verdict import DIED, MEMORY, PROTOCOL, TIMEOUT
 
 #: When several things went wrong, the status names the one a TA must see first.
@@ -109,8 +111,11 @@ def grade_assignment(
                     sandbox.warm_up(limits, mode, device, optimizers)
                     for position in todo:
                         submission = submissions[position]
-                        results, status, detail = _grade_one(submission, trusted, limits, mode, device, course.release)
-                        rows[position] = writer.graded(submission, results, status, detail, mode)
+                        try:
+                            results, status, detail = _grade_one(submission, trusted, limits, mode, device, course.release)
+                            rows[position] = writer.graded(submission, results, status, detail, mode)
+                        except Exception as err:  # noqa: BLE001 - one submission must not stop the class
+                            rows[position] = _grader_error(writer, submission, err, mode)
                         bar.update()
             else:
                 _grade_in_pool(writer, course, submissions, todo, trusted, limits, mode, device, optimizers, workers, rows, bar)
@@ -138,9 +143,19 @@ def _grade_in_pool(writer, course, submissions, todo, trusted, limits, mode, dev
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 position = pending.pop(future)
-                results, status, detail = future.result()
-                rows[position] = writer.graded(submissions[position], results, status, detail, mode)
+                try:
+                    results, status, detail = future.result()
+                    rows[position] = writer.graded(submissions[position], results, status, detail, mode)
+                except Exception as err:  # noqa: BLE001 - one submission must not stop the class
+                    rows[position] = _grader_error(writer, submissions[position], err, mode)
                 bar.update()
+
+
+def _grader_error(writer: GradebookWriter, submission: Submission, error: Exception, mode: str) -> GradeRow:
+    """Record that the grader failed on this submission, naming the student and the error, and go on."""
+    detail = f"the grader failed on {submission.student}'s submission ({type(error).__name__}: {safe_text(error, 300)}); rerun to retry"
+    print(f"warning: {detail}", file=sys.stderr)
+    return writer.ungraded(submission, Status.GRADER_ERROR, detail, mode)
 
 
 def _pool_init(limits: sandbox.Limits, mode: str, device: str, optimizers: bool) -> None:

@@ -42,6 +42,7 @@ from .collect import SOLUTION, TESTS, WRITTEN, Submission
 from .course import Course
 from .execute import NotebookResult, autograded_notebook
 from .status import Status
+from .wire import safe_text
 
 CSV_FIELDS = ["student", "status", "score", "max_score", "manual_pending", "failed_tests", "messages", "detail", "sandbox"]
 STATUS_TABLE = "autograder_status"
@@ -109,7 +110,7 @@ def _write_status(session, assignment: str, student: str, status: Status, detail
             "a": assignment,
             "s": student,
             "st": str(status),
-            "d": detail[:4000],
+            "d": safe_text(detail, 4000),
             "sb": sandbox,
             "t": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
@@ -232,7 +233,7 @@ class GradebookWriter:
         shutil.rmtree(course.autograded / submission.student / submission.assignment, ignore_errors=True)
         session = gradebook.db
         try:
-            if status == Status.INVALID_NOTEBOOK:
+            if status in (Status.INVALID_NOTEBOOK, Status.GRADER_ERROR):
                 record = _submission_row(gradebook, submission, _timestamp(course, submission))
                 for notebook in record.notebooks:
                     for grade in notebook.grades:
@@ -316,7 +317,9 @@ def _stage_autograded(course: Course, submission: Submission, results: list[Note
     for result in results:
         notebook = autograded_notebook(result)
         nbformat.validate(notebook)  # once per notebook: its cells and outputs are built unvalidated
-        nbformat.write(notebook, staged / result.name)
+        # Student text was made safe where it entered; "replace" is the last guard, so
+        # that no character can stop the class from being recorded.
+        (staged / result.name).write_bytes(nbformat.writes(notebook).encode("utf-8", "replace"))
     return staged
 
 
@@ -336,7 +339,7 @@ def _swap_in(course: Course, submission: Submission, staged: Path) -> None:
 def write_csv(rows: list[GradeRow], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    with partial.open("w", newline="") as handle:
+    with partial.open("w", newline="", encoding="utf-8", errors="replace") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for row in rows:

@@ -13,6 +13,9 @@ class Status(str, Enum):
     KERNEL_DIED = "kernel died"
     INVALID_NOTEBOOK = "invalid notebook"
     MISSING = "missing"
+    #: The grader itself failed on this submission (a bug of ours, not the student's):
+    #: the detail names the error, everyone else is still graded, and a rerun retries it.
+    GRADER_ERROR = "grader error"
 
     def __str__(self) -> str:
         return self.value

@@ -95,17 +95,19 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9_]")
 _MEMORY_PHRASES = ("can't allocate memory", "not enough memory", "bad_alloc", "DefaultCPUAllocator", "out of memory")
 
 
-def is_memory_error(error: dict) -> bool:
-    names = {str(part[1]) for part in error.get("mro", []) if isinstance(part, list) and len(part) == 2}
-    return "MemoryError" in names or "OutOfMemoryError" in names or any(p in str(error.get("message", "")) for p in _MEMORY_PHRASES)
+def is_memory_error(error: Any) -> bool:
+    error = wire.checked_error(error)
+    names = {qualname for _, qualname in error["mro"]}
+    return "MemoryError" in names or "OutOfMemoryError" in names or any(p in error["message"] for p in _MEMORY_PHRASES)
 
 
 def student_exception(error: Any) -> Exception:
     """An exception of the student's type (or its nearest safe base) carrying its message."""
     if not isinstance(error, dict):
         return StudentError("the student's code failed")
-    message = str(error.get("message", ""))[:4000]
-    mro = [tuple(map(str, part)) for part in error.get("mro", []) if isinstance(part, list) and len(part) == 2]
+    error = wire.checked_error(error)
+    message = error["message"]
+    mro = [tuple(part) for part in error["mro"]]
     base: type[Exception] = StudentError
     for module, qualname in mro:
         cls = _ALLOWED_EXCEPTIONS.get((module, qualname))
@@ -595,10 +597,11 @@ def run_test(kernel: Kernel, grade_id: str, source: str, points: float, seconds:
             if hasattr(kernel, "release_graphs"):
                 kernel.release_graphs()
     except Interrupted as err:
-        return Verdict(grade_id, points, False, "NotGraded", str(err), str(err), _failed_line(err, filename) in hidden, err.kind)
+        message = wire.safe_text(err, 8000)
+        return Verdict(grade_id, points, False, "NotGraded", message, message, _failed_line(err, filename) in hidden, err.kind)
     except Exception as err:  # noqa: BLE001 - a failing check or a student exception is the verdict
         is_hidden = _failed_line(err, filename) in hidden or not _failed_line(err, filename)
-        ename, message = type(err).__name__, str(err)
+        ename, message = wire.safe_text(type(err).__name__, 200), wire.safe_text(err, 8000)
         public = redact(message) if is_hidden and isinstance(err, AssertionError) else message
         return Verdict(grade_id, points, False, ename, message, public[:2000], is_hidden)
     return Verdict(grade_id, points, True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import socket
 import struct
 import time
@@ -507,6 +508,39 @@ def encode(value: Any, **kwargs: Any) -> tuple[Any, list[bytes]]:
 
 def decode(tree: Any, blobs: list[bytes], **kwargs: Any) -> Any:
     return Decoder(blobs, **kwargs).decode(tree)
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def safe_text(value: Any, limit: int = 100_000) -> str:
+    """``value`` as text that any UTF-8 writer accepts: lone surrogates become U+FFFD, cut at ``limit``."""
+    if value is None:
+        return ""
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except Exception:  # noqa: BLE001 - a value whose __str__ fails is still reported
+        text = f"<{type(value).__name__} that cannot be printed>"
+    return _SURROGATES.sub("\ufffd", text[:limit])
+
+
+def checked_error(error: Any) -> dict:
+    """An error record from the other side, reduced to what the grader reads: plain, bounded, safe text.
+
+    ``{"mro": [[module, qualname], ...], "message": str, "traceback": str}``, whatever arrived.
+    """
+    if not isinstance(error, dict):
+        return {"mro": [["builtins", "Exception"]], "message": "the student's code failed", "traceback": ""}
+    mro = []
+    parts = error.get("mro")
+    for part in parts[:32] if isinstance(parts, list) else []:
+        if isinstance(part, list) and len(part) == 2:
+            mro.append([safe_text(part[0], 200), safe_text(part[1], 200)])
+    return {
+        "mro": mro or [["builtins", "Exception"]],
+        "message": safe_text(error.get("message"), 4000),
+        "traceback": safe_text(error.get("traceback"), 20_000),
+    }
 
 
 def encode_error(error: BaseException, traceback_text: str = "") -> dict:

@@ -53,6 +53,8 @@ class Attack:
     transform: Callable[[nbformat.NotebookNode], None] | None = None
     #: The submitted file's bytes, for notebooks that are not notebooks.
     raw: Callable[[dict], bytes] | None = None
+    #: Re-encodes the notebook's UTF-8 JSON bytes (a byte-order mark, another encoding, stray bytes).
+    encode: Callable[[bytes], bytes] | None = None
     #: The exact score the attack must end with, where the base alone does not fix it.
     exact_score: float | None = None
     #: Filesystem and network isolation only hold in the bubblewrap sandbox.
@@ -141,6 +143,23 @@ def _corrupt(_context):
 
 def _foreign(context):
     return context["foreign"]
+
+
+def _points_overflow(nb):
+    _cell(nb, "test_double").metadata["nbgrader"]["points"] = 10**400
+
+
+def _lone_surrogate_markdown(nb):
+    nb.cells.append(nbformat.v4.new_markdown_cell("a lone surrogate: \ud800 and one more \udfff"))
+
+
+def _lone_surrogate_metadata(nb):
+    nb.metadata["surrogate"] = "\udc80"
+    _cell(nb, "double").metadata["tags"] = ["\ud83d"]
+
+
+def _invalid_utf8(data: bytes) -> bytes:
+    return data.replace(b"Doubling is linear", b"Doubling \xff\xfe is linear")
 
 
 ATTACKS: list[Attack] = [
@@ -398,6 +417,27 @@ def safe_log(x):
     Attack("huge_notebook", "hand in a huge notebook", "wrong", "invalid notebook", "not measured", raw=_huge),
     Attack("nested_json", "hand in deeply nested JSON", "wrong", "invalid notebook", "not measured", raw=_nested),
     Attack("foreign_notebook", "hand in another assignment's notebook", "wrong", "invalid notebook", "Skipping unknown notebook / failure", raw=_foreign),
+    # -- bytes and text the grader must survive: every student still gets a status ----
+    Attack("utf8_bom", "a notebook saved with a UTF-8 byte-order mark", "correct", "invalid notebook", "not measured",
+           encode=lambda data: b"\xef\xbb\xbf" + data),
+    Attack("utf16", "a notebook saved as UTF-16", "correct", "invalid notebook", "not measured",
+           encode=lambda data: data.decode("utf-8").encode("utf-16")),
+    Attack("invalid_utf8", "invalid UTF-8 bytes inside a string", "correct", "invalid notebook", "not measured",
+           encode=_invalid_utf8),
+    Attack("surrogate_in_json", "lone surrogates escaped in the notebook's JSON", "correct", "graded", "not measured",
+           transform=_lone_surrogate_markdown, exact_score=5),
+    Attack("surrogate_in_metadata", "lone surrogates in metadata values", "correct", "graded", "not measured",
+           transform=_lone_surrogate_metadata, exact_score=5),
+    Attack("print_surrogate", "a cell that prints a lone surrogate", "correct", "graded", "not measured",
+           after=["print('\\ud800', '\\udfff')", "import sys\nsys.stdout.write('\\udc80')\nsys.stderr.write('\\ud800')"], exact_score=5),
+    Attack("surrogate_exception", "an exception message holding a lone surrogate", "correct", "graded", "not measured",
+           after=["raise ValueError('bad \\ud800 value')"], exact_score=5),
+    Attack("broken_exception", "an exception that cannot be printed, of a class with odd names", "correct", "graded", "not measured",
+           after=["class Sneaky(Exception):\n    def __str__(self):\n        raise RuntimeError('no')\nraise Sneaky()",
+                  "Odd = type('Odd', (Exception,), {'__module__': 42, '__qualname__': 'x' * 10000})\nraise Odd('\\ud800' * 3)"],
+           exact_score=5),
+    Attack("points_overflow", "a test cell whose points is a 400-digit integer", "correct", "tampered", "not measured",
+           transform=_points_overflow, exact_score=5),
     # -- honest, but noisy: warnings never cost points ------------------------------
     Attack(
         "warning_is_free", "a correct answer that warns on stderr", "correct", "graded", "0/5 (stderr zeroes the cell)",
@@ -424,7 +464,8 @@ def build(attack: Attack, release: nbformat.NotebookNode, context: dict) -> byte
         notebook.cells.append(nbformat.v4.new_code_cell(_fill(code, context)))
     if attack.transform is not None:
         attack.transform(notebook)
-    return json.dumps(notebook, indent=1).encode()
+    data = json.dumps(notebook, indent=1).encode()
+    return attack.encode(data) if attack.encode is not None else data
 
 
 def _fill(code: str, context: dict) -> str:
