@@ -314,12 +314,16 @@ def _stage_autograded(course: Course, submission: Submission, results: list[Note
     for stale in parent.glob(f".{submission.assignment}.*"):
         shutil.rmtree(stale, ignore_errors=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{submission.assignment}.new-", dir=parent))
-    for result in results:
-        notebook = autograded_notebook(result)
-        nbformat.validate(notebook)  # once per notebook: its cells and outputs are built unvalidated
-        # Student text was made safe where it entered; "replace" is the last guard, so
-        # that no character can stop the class from being recorded.
-        (staged / result.name).write_bytes(nbformat.writes(notebook).encode("utf-8", "replace"))
+    try:
+        for result in results:
+            notebook = autograded_notebook(result)
+            nbformat.validate(notebook)  # once per notebook: its cells and outputs are built unvalidated
+            # Student text was made safe where it entered; "replace" is the last guard, so
+            # that no character can stop the class from being recorded.
+            (staged / result.name).write_bytes(nbformat.writes(notebook).encode("utf-8", "replace"))
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
     return staged
 
 

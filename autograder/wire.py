@@ -32,6 +32,10 @@ MAX_HEADER_BYTES = 16 * 2**20
 DEFAULT_MAX_FRAME_BYTES = 256 * 2**20
 MAX_DEPTH = 64
 MAX_NODES = 200_000
+#: Parts of a decoded value with every shared reference counted as a copy.  A reply
+#: of a few KB can nest references so that walking the value (comparing it, copying
+#: it into a tensor) visits 2**64 parts; decoding refuses it before anything walks it.
+MAX_EXPANDED = 1_000_000
 MAX_NDIM = 16
 MAX_INT_DIGITS = 4000
 
@@ -309,7 +313,9 @@ class Decoder:
     ) -> None:
         self.blobs = blobs
         self._nodes = 0
+        self._expanded = 0
         self._refs: dict[int, Any] = {}
+        self._ref_sizes: dict[int, int] = {}
         self._build_model = build_model
         self._resolve_callable = resolve_callable
 
@@ -330,14 +336,23 @@ class Decoder:
             index = node.get("i")
             if not isinstance(index, int) or index not in self._refs:
                 raise WireError("dangling reference")
+            self._grow(self._ref_sizes[index])
             return self._refs[index]
+        self._grow(1)
+        before = self._expanded
         value = self._decode_kind(kind, node, depth)
         if kind in _REFERABLE:
             index = node.get("id")
             if not isinstance(index, int) or index in self._refs:
                 raise WireError("bad object id")
             self._refs[index] = value
+            self._ref_sizes[index] = self._expanded - before + 1
         return value
+
+    def _grow(self, parts: int) -> None:
+        self._expanded += parts
+        if self._expanded > MAX_EXPANDED:
+            raise WireError("value has too many parts once its shared references are expanded")
 
     def _items(self, node: dict, key: str = "v") -> list:
         items = node.get(key)

@@ -150,3 +150,17 @@ def test_models_cross_as_factory_name_arguments_and_state():
     assert built and not back.training
     for mine, theirs in zip(model.parameters(), back.parameters()):
         assert torch.equal(mine, theirs) and torch.equal(mine.grad, theirs.grad)
+
+
+def test_shared_references_cannot_expand_into_an_exponential_value():
+    # 40 levels of [x, x], each level a list holding the one below and a reference to it:
+    # a tree of 80 nodes that expands to 2**40 leaves.
+    chain = {"t": "list", "v": [1.0, 2.0], "id": 0}
+    for level in range(1, 40):
+        chain = {"t": "list", "v": [chain, {"t": "ref", "i": level - 1}], "id": level}
+    with pytest.raises(wire.WireError, match="shared references"):
+        wire.decode(chain, [])
+    # Sharing within the limit still decodes, and stays shared.
+    small = {"t": "list", "v": [{"t": "list", "v": [1.0], "id": 0}, {"t": "ref", "i": 0}], "id": 1}
+    decoded = wire.decode(small, [])
+    assert decoded == [[1.0], [1.0]] and decoded[0] is decoded[1]

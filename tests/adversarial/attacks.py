@@ -438,6 +438,12 @@ def safe_log(x):
            exact_score=5),
     Attack("points_overflow", "a test cell whose points is a 400-digit integer", "correct", "tampered", "not measured",
            transform=_points_overflow, exact_score=5),
+    # -- grader work without a bound ---------------------------------------------------
+    Attack(
+        "shared_explosion", "a reply whose shared references expand to 2**60 parts", "correct", "graded", "not measured",
+        cells={"double": "def double(x):\n    value = [2 * x]\n    for _ in range(60):\n        value = [value, value]\n    return value"},
+        exact_score=2,
+    ),
     # -- honest, but noisy: warnings never cost points ------------------------------
     Attack(
         "warning_is_free", "a correct answer that warns on stderr", "correct", "graded", "0/5 (stderr zeroes the cell)",
