@@ -28,10 +28,12 @@ def test_check_choice_rejects_what_is_not_an_option_letter(answer):
         cc.check_choice(answer, KEY, what="question 1")
 
 
-def test_check_choice_reports_a_wrong_letter_with_the_hint():
+def test_check_choice_reports_a_wrong_letter_with_the_hint_as_advice():
     with pytest.raises(AssertionError) as info:
         cc.check_choice("a", KEY, what="question 1", hint="NLLLoss takes no log")
-    assert str(info.value) == "question 1: 'a' is not the right answer. Likely mistake: NLLLoss takes no log"
+    message = str(info.value)
+    assert message == "question 1: 'a' is not the right answer. Hint: NLLLoss takes no log"
+    assert cc.LIKELY not in message, "a wrong letter names no mistake: the check has no signature for it"
 
 
 def test_check_choice_honours_other_choice_sets():
