@@ -1,4 +1,4 @@
-"""Unit tests for the check helpers added for assignment 02."""
+"""Unit tests for the check helpers added for assignment 02, and for the a02 tests' own conventions."""
 
 import pytest
 import torch
@@ -18,9 +18,25 @@ def test_check_runs_turns_a_crash_into_a_diagnosis():
     with pytest.raises(AssertionError) as info:
         check_runs(broadcast_bug, torch.zeros(4, 3), what="softmax of a (4, 3) input", hint="use keepdim=True")
     message = str(info.value)
-    assert message.startswith("softmax of a (4, 3) input raised RuntimeError: The size of tensor a (3)")
-    assert message.endswith("Likely mistake: use keepdim=True")
+    # The call is described by shapes and dtypes; the author's hint is advice, never a claimed mistake.
+    assert message.startswith("softmax of a (4, 3) input: broadcast_bug(tensor(4, 3) float32) raised RuntimeError: "
+                              "The size of tensor a (3)")
+    assert message.endswith(". Hint: use keepdim=True")
+    assert course_checks.LIKELY not in message
     assert "\n" not in message
+
+
+def test_check_runs_names_a_cause_the_exception_proves():
+    def in_place(x):
+        x -= x.max()
+        return x
+
+    leaf = torch.zeros(3, requires_grad=True)
+    with pytest.raises(AssertionError) as info:
+        check_runs(in_place, leaf, what="softmax of a leaf", hint="shift a new tensor")
+    message = str(info.value)
+    assert message.startswith("softmax of a leaf: " + course_checks.LIKELY + "an in-place operation")
+    assert "Hint:" not in message
 
 
 def test_check_runs_passes_failed_checks_and_unfinished_work_through():
