@@ -39,3 +39,52 @@ def test_multilabel_image_model_dropout_separates_train_and_eval_mode():
 def test_multilabel_image_model_is_a_test_cell_name():
     assert "multilabel_image_model" in course_checks.__all__
     assert "multilabel_image_model" in course_checks.TEST_CELL_NAMES
+
+
+# -- assignment 03: what its hidden tests rely on ------------------------------------
+
+
+def test_multilabel_image_model_built_twice_gives_bitwise_equal_eval_outputs():
+    """a03's evaluate test calls the student twice on fresh models and names dropout when the losses differ."""
+    images = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        first = multilabel_image_model(num_labels=19, seed=2).eval()(images)
+        second = multilabel_image_model(num_labels=19, seed=2).eval()(images)
+        trained = multilabel_image_model(num_labels=19, seed=2)(images)
+    assert torch.equal(first, second)
+    assert not torch.equal(first, trained)
+
+
+def test_a03_standard_bce_with_logits_forms_meet_the_float32_policy_at_1000():
+    """Every stable float32 formulation passes a03's per-element check at |z| <= 1000; the named mistakes fail it."""
+    import torch.nn.functional as F
+
+    z = torch.tensor([-1000.0, -100.0, -20.0, -1.0, 0.0, 1.0, 20.0, 100.0, 1000.0]).repeat(2)
+    t = torch.cat([torch.zeros(9), torch.ones(9)])
+    expected = F.binary_cross_entropy_with_logits(z.double(), t.double(), reduction="none")
+
+    def softplus(x):
+        return torch.clamp(x, min=0) + torch.log1p(torch.exp(-x.abs()))
+
+    correct = {
+        "clamp + log1p": (1 - t) * z + softplus(-z),
+        "F.softplus": (1 - t) * z + F.softplus(-z),
+        "logaddexp": (1 - t) * z + torch.logaddexp(torch.zeros_like(z), -z),
+        "relu form": torch.relu(z) - z * t + torch.log1p(torch.exp(-z.abs())),
+        "two softplus": t * softplus(-z) + (1 - t) * softplus(z),
+        "torch float32": F.binary_cross_entropy_with_logits(z, t, reduction="none"),
+    }
+    for name, value in correct.items():
+        course_checks.check_close(value, expected, what=name, scale=1000)
+        course_checks.check_close(value, expected, what=name)  # no cancellation beyond an ulp: scale is headroom
+    p = torch.sigmoid(z)
+    mistakes = {
+        "log of sigmoid": -(t * torch.log(p) + (1 - t) * torch.log(1 - p)),
+        "BCELoss on sigmoid": F.binary_cross_entropy(p, t, reduction="none"),
+    }
+    for name, value in mistakes.items():
+        try:
+            course_checks.check_close(value, expected, what=name, scale=1000)
+        except AssertionError:
+            continue
+        raise AssertionError(f"{name} passes the a03 extremes check")
