@@ -63,3 +63,50 @@ def test_make_classifier_starts_near_chance_on_spirals():
         with torch.no_grad():
             loss = F.cross_entropy(cc.make_classifier(2, 64, 3, seed=seed)(X), y).item()
         assert abs(loss - math.log(3)) < 0.1
+
+
+# -- a09: the premises the training-loop test cells build their mistake signatures on --
+
+
+def _loader_order(dataset, seed=None, batch_size=5):
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    return [batch for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)]
+
+
+def test_a09_loader_orders_that_tell_shuffling_mistakes_apart():
+    X, y = cc.make_spirals(7, seed=3)
+    dataset = torch.utils.data.TensorDataset(X, y)
+    seeded = torch.cat([labels for _, labels in _loader_order(dataset, 42)])
+    # A DataLoader over row indices shuffles exactly like one over the TensorDataset (alt_index_loader relies on it).
+    indices = torch.cat(_loader_order(range(len(X)), 42))
+    assert torch.equal(y[indices], seeded)
+    # The global-seed and fixed-seed mistakes give orders of their own, so their signatures cannot name each other.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(42)
+        global_seed = torch.cat([labels for _, labels in _loader_order(dataset)])
+    fixed = torch.cat([labels for _, labels in _loader_order(dataset, 0)])
+    orders = [seeded, global_seed, fixed, y]
+    assert all(not torch.equal(a, b) for i, a in enumerate(orders) for b in orders[i + 1:])
+
+
+def test_a09_train_mode_dropout_output_is_a_masked_forward_pass():
+    """test_evaluate_eval_mode names a missing model.eval() when every row is one of the 16 masked passes."""
+    X, _ = cc.make_spirals(10, seed=8)
+    model = cc.make_classifier(2, 4, 3, dropout=0.5, seed=4).double()
+    with torch.no_grad():
+        hidden = torch.relu(model[0](X.double()))
+        model.train()
+        torch.manual_seed(0)
+        noisy = model(X.double())
+        model.eval()
+        clean = model(X.double())
+    masks = torch.tensor([[(k >> unit) & 1 for unit in range(4)] for k in range(16)], dtype=torch.float64)
+    candidates = model[3](hidden[None] * masks[:, None, :] * 2)
+    nearest = (candidates - noisy[None]).abs().amax(dim=2).argmin(dim=0)
+    assert torch.allclose(candidates[nearest, torch.arange(30)], noisy)
+    assert not torch.allclose(noisy, clean)
+
+
+def test_a09_softmax_before_cross_entropy_has_the_floor_the_notebook_derives():
+    logits = torch.tensor([[50.0, -50.0, -50.0]])
+    assert F.cross_entropy(logits.softmax(dim=1), torch.tensor([0])).item() == pytest.approx(math.log(1 + 2 / math.e))
