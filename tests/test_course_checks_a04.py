@@ -1,6 +1,10 @@
-"""check_choice: the multiple-choice check behind assignment 04's predict-the-output quiz."""
+"""check_choice, behind assignment 04's predict-the-output quiz, and the tolerance its stability checks rely on."""
+
+import functools
 
 import pytest
+import torch
+import torch.nn.functional as F
 
 import course_checks as cc
 
@@ -50,3 +54,68 @@ def test_check_choice_digests_depend_on_the_question():
     cc.check_choice("c", cc.answer_digest("question 2: c"), what="question 2")
     with pytest.raises(AssertionError, match="not the right answer"):
         cc.check_choice("c", KEY, what="question 2")
+
+
+# -- what assignment 04's hidden stability checks rely on ----------------------------
+# test_log_softmax_stable and test_pixelwise_ce_hidden compare a float32 answer at logits of
+# +-1000 with a float64 reference under scale=1000: every standard float32 formulation passes,
+# the named mistakes do not.
+
+EXTREME = torch.tensor([[1000.0, 0.0, -1000.0], [-1000.0, -1000.0, -1000.0], [1000.0, 1000.0, 999.0]])
+
+
+def _z_minus_lse(z):
+    return z - torch.logsumexp(z, dim=1, keepdim=True)
+
+
+def _shift_then_log_sum(z):
+    shifted = z - z.amax(dim=1, keepdim=True)
+    return shifted - shifted.exp().sum(dim=1, keepdim=True).log()
+
+
+def _hand_lse(z):
+    m = z.amax(dim=1, keepdim=True)
+    return z - (m + (z - m).exp().sum(dim=1, keepdim=True).log())
+
+
+def _logaddexp_fold(z):
+    return z - functools.reduce(torch.logaddexp, z.unbind(1)).unsqueeze(1)
+
+
+def _float64_cast_back(z):
+    return F.log_softmax(z.double(), dim=1).float()
+
+
+@pytest.mark.parametrize("form", [_z_minus_lse, _shift_then_log_sum, _hand_lse, _logaddexp_fold, _float64_cast_back,
+                                  lambda z: F.log_softmax(z, dim=1)])
+def test_every_float32_log_softmax_form_meets_the_policy_at_1000(form):
+    cc.check_close(form(EXTREME), F.log_softmax(EXTREME.double(), dim=1), what="log-softmax at +-1000", scale=1000)
+
+
+def test_z_minus_lse_needs_the_scale_at_1000():
+    """The cancellation in z - lse costs ~1000 eps: without scale= the policy would fail a correct answer."""
+    with pytest.raises(AssertionError):
+        cc.check_close(_hand_lse(EXTREME), F.log_softmax(EXTREME.double(), dim=1), what="log-softmax at +-1000")
+
+
+@pytest.mark.parametrize("mistake", [
+    lambda z: torch.log(z.exp() / z.exp().sum(dim=1, keepdim=True)),
+    lambda z: torch.log(torch.softmax(z, dim=1)),
+    lambda z: _shift_then_log_sum(z.T).T,
+])
+def test_the_named_log_softmax_mistakes_fail_even_at_scale_1000(mistake):
+    with pytest.raises(AssertionError):
+        cc.check_close(mistake(EXTREME), F.log_softmax(EXTREME.double(), dim=1), what="log-softmax at +-1000", scale=1000)
+
+
+@pytest.mark.parametrize("form", [
+    lambda x, t: F.cross_entropy(x.permute(0, 3, 1, 2), t),
+    lambda x, t: (torch.logsumexp(x, dim=-1) - x.gather(-1, t.unsqueeze(-1)).squeeze(-1)).mean(),
+    lambda x, t: F.nll_loss(_hand_lse(x.reshape(-1, x.shape[-1])), t.reshape(-1)),
+])
+def test_every_float32_pixelwise_cross_entropy_form_meets_the_policy_at_1000(form):
+    generator = torch.Generator().manual_seed(47)
+    logits = 1000.0 * torch.randn(2, 2, 3, 4, generator=generator).sign()
+    target = torch.randint(0, 4, (2, 2, 3), generator=generator)
+    expected = F.cross_entropy(logits.permute(0, 3, 1, 2).double(), target)
+    cc.check_close(form(logits, target), expected, what="pixelwise cross-entropy at +-1000", scale=1000)
