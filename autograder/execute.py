@@ -219,7 +219,11 @@ def _describe(header: dict) -> str:
 
 
 def _text(value: object, limit: int = 100_000) -> str:
-    return wire.safe_text(value, limit)
+    """Student text for the notebook: safe to write, and cut with a notice that says so."""
+    text = wire.safe_text(value, 16 * limit)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n[... {len(text) - limit} more characters dropped by the grader]\n"
 
 
 def _outputs(reply: dict, blobs: list[bytes]) -> list[dict]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import shutil
 import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -91,6 +90,7 @@ def grade_assignment(
         generate_release(course, assignment)
     limits = limits or default_limits(course)
     mode = sandbox.sandbox_mode()
+    sandbox.sweep_leftovers()
     trusted = trusted_notebooks(course, assignment)
     submissions = collect(course, assignment, trusted, students, enrolled_students(course))
     optimizers = _mentions_optimizers(course.release / assignment)
@@ -159,9 +159,17 @@ def _grader_error(writer: GradebookWriter, submission: Submission, error: Except
 
 
 def _pool_init(limits: sandbox.Limits, mode: str, device: str, optimizers: bool) -> None:
-    """A pool process: one CPU thread and a warm sandbox before the first submission."""
+    """A pool process: one CPU thread and a warm sandbox before the first submission.
+
+    It ends with the grader, even a grader killed by SIGKILL (and its sandboxes,
+    started with bwrap --die-with-parent, end with it), and it stops its zygote
+    when it exits normally: pool processes run no atexit handlers."""
+    import multiprocessing.util
+
     import torch
 
+    sandbox.die_with_parent()
+    multiprocessing.util.Finalize(None, sandbox.stop_zygotes, exitpriority=10)
     torch.set_num_threads(1)
     sandbox.warm_up(limits, mode, device, optimizers)
 
@@ -195,7 +203,7 @@ def _grade_one(
             plan = plan_notebook(read_submitted(submission.folder / name), notebook)
             results.append(run_notebook(name, plan, scratch, limits, mode, device))
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        sandbox.remove_tree(scratch)
     status, detail = _outcome(results)
     return results, status, detail
 

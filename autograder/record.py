@@ -297,7 +297,17 @@ def _late_penalties(course: Course, record: SubmittedAssignment) -> None:
                 notebook.late_submission_penalty = min(max(penalty, 0), notebook.score)
 
 
+#: A timestamp is one short line; a longer timestamp.txt (the student hands it in) is not read.
+MAX_TIMESTAMP_BYTES = 256
+
+
 def _timestamp(course: Course, submission: Submission) -> str | None:
+    path = submission.folder / "timestamp.txt"
+    try:
+        if path.is_symlink() or (path.exists() and path.stat().st_size > MAX_TIMESTAMP_BYTES):
+            return None
+    except OSError:
+        return None
     coursedir = CourseDirectory(config=course.config())
     try:
         return coursedir.get_existing_timestamp(str(submission.folder))

@@ -207,9 +207,68 @@ def _environment(home: str, device: str = "cpu") -> dict[str, str]:
     return variables
 
 
+# -- temporary folders and leftovers -------------------------------------------------
+# Every temporary folder carries the pid of the grading process that made it, so a
+# later run can remove what a killed one (SIGKILL runs no cleanup) left behind.
+
+TEMP_PREFIX = "autograder-"
+
+
+def temp_folder(kind: str) -> Path:
+    """A new folder in TMPDIR named after ``kind`` and this process."""
+    return Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{kind}-{os.getpid()}-"))
+
+
+def remove_tree(path: Path) -> None:
+    """Remove ``path`` whatever a student built in it (any depth, odd modes); never raises."""
+    try:
+        shutil.rmtree(path)
+        return
+    except FileNotFoundError:
+        return
+    except (OSError, RecursionError):
+        pass
+    # rm walks with fts, without recursion limits, and as root ignores modes.
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+def sweep_leftovers() -> int:
+    """Remove the temporary folders of grading processes that are gone; how many were removed."""
+    removed = 0
+    for entry in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*-*"):
+        parts = entry.name[len(TEMP_PREFIX):].split("-")
+        if len(parts) < 3 or not parts[1].isdigit() or not entry.is_dir() or entry.is_symlink():
+            continue
+        if not _process_alive(int(parts[1])):
+            remove_tree(entry)
+            removed += 1
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent ends, however the parent ends."""
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent ended before the request took effect
+        os._exit(1)
+
+
 def prepare_scratch(files: list[tuple[Path, str]]) -> Path:
     """A fresh scratch folder holding copies of ``(path, name)`` regular files."""
-    scratch = Path(tempfile.mkdtemp(prefix="autograder-"))
+    scratch = temp_folder("scratch")
     target = scratch / "submission"
     target.mkdir()
     total = 0

@@ -42,7 +42,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,9 +214,7 @@ def _empty(folder: str) -> None:
         path = os.path.join(folder, name)
         try:
             if os.path.isdir(path) and not os.path.islink(path):
-                import shutil
-
-                shutil.rmtree(path, ignore_errors=True)
+                sandbox.remove_tree(Path(path))
             else:
                 os.unlink(path)
         except OSError:
@@ -288,7 +285,7 @@ class Zygote:
     def start(self) -> None:
         self.stop()
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.folder = Path(tempfile.mkdtemp(prefix="autograder-zygote-"))
+        self.folder = sandbox.temp_folder("zygote")
         os.chmod(self.folder, 0o755)
         roots = sorted({str(p.parent) for p in sandbox._code_paths()})
         boot = f"import sys; sys.path[:0] = {roots!r}; from autograder.zygote import main; main(sys.argv[1])"
@@ -336,9 +333,7 @@ class Zygote:
         if self.control is not None:
             self.control.close()
         if self.folder is not None:
-            import shutil
-
-            shutil.rmtree(self.folder, ignore_errors=True)
+            sandbox.remove_tree(self.folder)
         self.process = self.control = self.folder = None
 
     def request(self, header: dict, blobs: list[bytes] = (), fd: int | None = None, seconds: float = 30.0) -> dict:

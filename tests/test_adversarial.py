@@ -294,8 +294,12 @@ def test_a_grader_killed_mid_run_loses_and_doubles_nothing(tmp_path):
     for index, student in enumerate(students):
         attack = attacks.Attack(student, "", "correct" if index % 2 == 0 else "wrong", "graded", "", after=[child])
         submit(course, student, attacks.build(attack, release, {}))
-    command = [sys.executable, "-m", "autograder", "grade", ASSIGNMENT, "--course", str(course.root), "--no-progress"]
-    grader = subprocess.Popen(command, cwd=course.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Two pool processes, each with its zygote; their own TMPDIR shows what they leave behind.
+    command = [sys.executable, "-m", "autograder", "grade", ASSIGNMENT, "--course", str(course.root), "--no-progress", "--workers", "2"]
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = dict(os.environ, TMPDIR=str(temp))
+    grader = subprocess.Popen(command, cwd=course.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     db = course.root / "gradebook.db"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and grader.poll() is None:
@@ -305,8 +309,14 @@ def test_a_grader_killed_mid_run_loses_and_doubles_nothing(tmp_path):
     assert grader.poll() is None, f"the grader finished before it could be killed: {grader.stderr.read()[-2000:]}"
     grader.send_signal(signal.SIGKILL)
     grader.wait()
-    time.sleep(1)
-    assert not processes_matching(marker, set()), "a student process outlived the killed grader"
+    leftovers = ["?"]
+    for _ in range(50):
+        # Pool processes carry the grader's command line; zygotes and sandboxes their TMPDIR folder.
+        leftovers = processes_matching(marker, set()) + processes_matching(str(course.root), set()) + processes_matching(str(temp), set())
+        if not leftovers:
+            break
+        time.sleep(0.2)
+    assert not leftovers, f"processes outlived the killed grader: {leftovers}"
     submissions, grades, statuses = _gradebook_counts(db)
     # Each recorded submission is complete: all its grades are there, with its status.
     assert statuses >= 1 and submissions == statuses and grades == 5 * submissions
@@ -314,8 +324,10 @@ def test_a_grader_killed_mid_run_loses_and_doubles_nothing(tmp_path):
         nulls = connection.execute("select count(*) from grade g join grade_cells c on g.cell_id = c.id "
                                    "where c.cell_type = 'code' and g.auto_score is null").fetchone()[0]
     assert nulls == 0
-    rerun = subprocess.run(command, cwd=course.root, capture_output=True, text=True, timeout=600)
+    assert list(temp.glob("autograder-*")), "the killed grader left no temporary folder: the sweep below tests nothing"
+    rerun = subprocess.run(command, cwd=course.root, capture_output=True, text=True, timeout=600, env=env)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert not list(temp.iterdir()), f"temporary folders left behind: {sorted(p.name for p in temp.iterdir())}"
     assert _gradebook_counts(db) == (4, 20, 4)
     with Gradebook(course.db_url) as gradebook:
         scores = {s: float(gradebook.find_submission(ASSIGNMENT, s).score) for s in students}

@@ -1,0 +1,101 @@
+"""The grader survives what a submission holds: its own failures, oversized files, deep trees, long outputs.
+
+A failure of the grader's own on one submission names the student and records everyone else.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+
+import attacks
+from autograder import grade as grade_module
+from autograder import sandbox
+from autograder.collect import Submission
+from autograder.execute import _text
+from autograder.record import MAX_TIMESTAMP_BYTES, _timestamp
+from autograder.grade import grade_assignment
+from autograder.record import stored_statuses
+from autograder.status import Status
+from fixture import ASSIGNMENT, make_course, release_notebook, submit
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_grader_failure_on_one_submission_does_not_stop_the_class(tmp_path, monkeypatch, capsys, workers):
+    course = make_course(tmp_path / "course")
+    release = release_notebook(course)
+    for student in ("aaa_correct", "mmm_unlucky", "zzz_correct"):
+        submit(course, student, attacks.honest("correct", release))
+    real_plan = grade_module.plan_notebook
+
+    def plan_that_fails_for_one(submitted, trusted):
+        if any("unlucky" in str(cell.get("source", "")) for cell in submitted.cells):
+            raise KeyError("a bug of the grader's own")
+        return real_plan(submitted, trusted)
+
+    notebook = (course.submitted / "mmm_unlucky" / ASSIGNMENT / "adv.ipynb")
+    notebook.write_text(notebook.read_text().replace("Doubling is linear", "unlucky: doubling is linear"))
+    monkeypatch.setattr(grade_module, "plan_notebook", plan_that_fails_for_one)
+
+    rows, csv_path = grade_assignment(course, ASSIGNMENT, None, progress=False, workers=workers)
+
+    by_student = {row.student: row for row in rows}
+    assert by_student["aaa_correct"].status == Status.GRADED and by_student["aaa_correct"].score == 5
+    assert by_student["zzz_correct"].status == Status.GRADED and by_student["zzz_correct"].score == 5
+    unlucky = by_student["mmm_unlucky"]
+    assert unlucky.status == Status.GRADER_ERROR and unlucky.score == 0
+    assert "mmm_unlucky" in unlucky.detail and "KeyError" in unlucky.detail
+    assert stored_statuses(course, ASSIGNMENT)["mmm_unlucky"][0] == "grader error"
+    with csv_path.open() as handle:
+        assert {row["student"]: row["status"] for row in csv.DictReader(handle)}["mmm_unlucky"] == "grader error"
+    assert "warning: the grader failed on mmm_unlucky's submission" in capsys.readouterr().err
+    assert not list((course.autograded / "mmm_unlucky").glob(f".{ASSIGNMENT}.*")), "a staging folder was left behind"
+
+
+def test_an_oversized_timestamp_is_not_parsed(tmp_path):
+    course = make_course(tmp_path / "course")
+    folder = course.submitted / "s" / ASSIGNMENT
+    folder.mkdir(parents=True)
+    submission = Submission("s", ASSIGNMENT, folder)
+    (folder / "timestamp.txt").write_text("2026-11-30 10:00:00.000000 UTC")
+    assert _timestamp(course, submission).year == 2026
+    (folder / "timestamp.txt").write_text("1" * 1_500_000)
+    assert (folder / "timestamp.txt").stat().st_size > MAX_TIMESTAMP_BYTES
+    assert _timestamp(course, submission) is None
+
+
+def test_cut_output_keeps_the_notice_that_it_was_cut():
+    assert _text("short", limit=10) == "short"
+    cut = _text("x" * 50 + "\ud800", limit=10)
+    assert cut.startswith("x" * 10) and cut.endswith("[... 41 more characters dropped by the grader]\n")
+
+
+def test_trees_of_any_depth_are_removed(tmp_path):
+    root = tmp_path / "scratch"
+    root.mkdir()
+    # Deeper than PATH_MAX and than Python's recursion limit: built one level at a time, as a student would.
+    folder = os.open(root, os.O_RDONLY)
+    for _ in range(1500):
+        os.mkdir("d", dir_fd=folder)
+        inner = os.open("d", os.O_RDONLY, dir_fd=folder)
+        os.close(folder)
+        folder = inner
+    os.close(os.open("f", os.O_CREAT | os.O_WRONLY, dir_fd=folder))
+    os.close(folder)
+    sandbox.remove_tree(root)
+    assert not root.exists()
+    sandbox.remove_tree(root)  # already gone: nothing to do, no error
+
+
+def test_leftover_folders_of_dead_graders_are_swept(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(sandbox.tempfile, "tempdir", None)
+    dead = tmp_path / f"{sandbox.TEMP_PREFIX}scratch-999999999-abc"
+    dead.mkdir()
+    mine = sandbox.temp_folder("scratch")
+    foreign = tmp_path / "autograder-notours"
+    foreign.mkdir()
+    assert sandbox.sweep_leftovers() == 1
+    assert not dead.exists() and mine.exists() and foreign.exists()
