@@ -64,6 +64,15 @@ def test_standard_stable_forms_pass_at_logits_of_1000_in_float32():
         cc.check_close(forms["torch"] * 1.001, exact, what="wrong", scale=1e4)
 
 
+def test_a_finite_value_never_matches_an_infinite_one():
+    cc.check_close(torch.tensor([float("inf"), 1.0]), torch.tensor([float("inf"), 1.0]), what="lse")
+    with pytest.raises(AssertionError, match="1 of 2"):
+        cc.check_close(torch.tensor([1e30, 1.0]), torch.tensor([float("inf"), 1.0]), what="lse")
+    with pytest.raises(AssertionError) as info:
+        cc.check_close(torch.tensor([2.0]), torch.tensor([1.0]), what="x", mistakes={"overflow": torch.tensor([float("inf")])})
+    assert "Likely mistake" not in str(info.value)
+
+
 def test_integers_compare_exactly():
     cc.check_close(torch.tensor([1, 2]), torch.tensor([1, 2]), what="labels")
     with pytest.raises(AssertionError, match="1 of 2"):
