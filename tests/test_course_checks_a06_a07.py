@@ -72,12 +72,87 @@ def test_torch_sgd_run_needs_one_learning_rate_per_batch():
 
 def test_check_each_close_names_the_entry_and_counts():
     cc.check_each_close([torch.ones(2), torch.zeros(3)], [torch.ones(2), torch.zeros(3)], what="params")
-    with pytest.raises(AssertionError, match=r"params\[1\].*Likely mistake: zero"):
+    with pytest.raises(AssertionError, match=r"Likely mistake: zero.*params\[1\]"):
+        cc.check_each_close([torch.ones(2), torch.ones(3)], [torch.ones(2), torch.zeros(3)], what="params",
+                            mistakes={"zero": [torch.ones(2), torch.ones(3)]})
+    with pytest.raises(AssertionError, match=r"params\[1\].*Hint: zero") as failure:
         cc.check_each_close([torch.ones(2), torch.ones(3)], [torch.ones(2), torch.zeros(3)], what="params", hint="zero")
+    assert cc.LIKELY not in str(failure.value), "a hint alone must not name a mistake"
     with pytest.raises(AssertionError, match="1 entries, expected 2"):
         cc.check_each_close([torch.ones(2)], [torch.ones(2), torch.zeros(3)], what="params")
     with pytest.raises(AssertionError, match="expected a list"):
         cc.check_each_close(torch.ones(2), [torch.ones(2)], what="params")
+
+
+def _hand_run(batches, lrs, update, sizes=(16, 8, 2), seed=0, reduction="mean"):
+    """A run with a hand-written update(state, gradient, lr) -> (state, step), as a buggy submission writes it."""
+    model = cc.make_mlp(sizes, seed=seed)
+    params = list(model.parameters())
+    states, losses = [None] * len(params), []
+    for (inputs, targets), lr in zip(batches, lrs):
+        loss = torch.nn.functional.cross_entropy(model(inputs), targets, reduction=reduction)
+        grads = torch.autograd.grad(loss, params)
+        losses.append(loss.item())
+        with torch.no_grad():
+            for k, (p, g) in enumerate(zip(params, grads)):
+                states[k], step = update(states[k], g, lr)
+                p += step
+    return {"losses": losses, "params": [p.detach().clone() for p in params]}
+
+
+def test_a07_mistake_signatures_are_torch_sgd_runs():
+    """A07's tests name mistakes by runs of torch_sgd_run with other settings; each identity holds."""
+    batches, lrs = _batches(5), [0.3, 0.3, 0.3, 0.1, 0.1]
+
+    def never_reset(total, g, lr):  # .grad never reset: each step uses the sum of all gradients so far
+        total = g.clone() if total is None else total + g
+        return total, -lr * total
+
+    def dampened_first(buf, g, lr, dampening=0.5):  # buf starts at zero, so the first step is dampened too
+        buf = (1 - dampening) * g if buf is None else 0.9 * buf + (1 - dampening) * g
+        return buf, -lr * buf
+
+    def stale_lookahead(buf, g, lr):  # Nesterov along the previous step's buffer
+        new = g.clone() if buf is None else 0.9 * buf + g
+        return new, -lr * (g if buf is None else g + 0.9 * buf)
+
+    def plain(_, g, lr):
+        return None, -lr * g
+
+    identities = [
+        (_hand_run(batches, lrs, never_reset), cc.torch_sgd_run((16, 8, 2), 0, batches, lrs, momentum=1.0)),
+        (_hand_run(batches, lrs, dampened_first),
+         cc.torch_sgd_run((16, 8, 2), 0, batches, [lr * 0.5 for lr in lrs], momentum=0.9)),
+        (_hand_run(batches, lrs, stale_lookahead), cc.torch_sgd_run((16, 8, 2), 0, batches, lrs, momentum=0.9)),
+        (_hand_run(batches, lrs, plain, reduction="sum"), cc.torch_sgd_run((16, 8, 2), 0, batches, [lr * 6 for lr in lrs])),
+    ]
+    for hand, reference in identities:
+        cc.check_each_close(hand["params"], reference["params"], what="params", roundings=64 * len(lrs))
+    summed_losses = identities[-1][1]["losses"]
+    cc.check_close(torch.tensor(identities[-1][0]["losses"], dtype=torch.float32),
+                   torch.tensor([6 * v for v in summed_losses], dtype=torch.float32), what="losses", roundings=64 * len(lrs))
+
+
+def test_a07_trajectory_tolerance_separates_correct_updates_from_mistakes():
+    """roundings=64*steps passes float32 updates written another way and fails every named mistake by far."""
+    batches, lrs = _batches(10), [0.5] * 5 + [0.05] * 5
+    reference = cc.torch_sgd_run((16, 8, 2), 0, batches, lrs, momentum=0.9, dampening=0.1, weight_decay=0.01)
+
+    model = cc.make_mlp((16, 8, 2), seed=0)
+    params, buffers = list(model.parameters()), [None] * 4
+    for (inputs, targets), lr in zip(batches, lrs):
+        grads = torch.autograd.grad(torch.nn.functional.cross_entropy(model(inputs), targets), params)
+        with torch.no_grad():
+            for k, (p, g) in enumerate(zip(params, grads)):
+                g = g.double() + 0.01 * p.double()
+                buffers[k] = g if buffers[k] is None else 0.9 * buffers[k] + 0.9 * g
+                p.copy_(p.double() - lr * buffers[k])
+    cc.check_each_close([p.detach() for p in params], reference["params"], what="params", roundings=64 * len(lrs))
+    tol = cc.tolerance(torch.float32, roundings=64 * len(lrs)).rtol
+    for wrong in (dict(dampening=0.0, weight_decay=0.01), dict(dampening=0.1, weight_decay=0.0)):
+        mistake = cc.torch_sgd_run((16, 8, 2), 0, batches, lrs, momentum=0.9, **wrong)
+        worst = max(float(((a - b).abs() / (1 + b.abs())).max()) for a, b in zip(mistake["params"], reference["params"]))
+        assert worst > 10 * tol, f"{wrong}: a dropped hyperparameter moves the parameters only {worst:.2g}"
 
 
 def test_new_helpers_are_exported_to_test_cells():
