@@ -19,6 +19,55 @@ def test_objectives_have_their_minimum_where_documented_and_are_differentiable()
     assert cc.OBJECTIVES_2D == {"rosenbrock": cc.rosenbrock, "quadratic": cc.quadratic_2d}
 
 
+# -- a08: the premises the optimizer test cells build their mistake signatures on --
+
+
+def test_a08_objectives_take_a_batch_of_points_as_columns():
+    # adam_mistakes in the a08 trajectory tests follows several wrong Adams at once, one column each.
+    points = torch.tensor([[-1.5, 0.3, 1.0], [2.0, -0.7, 1.0]], dtype=torch.float64)
+    for objective in cc.OBJECTIVES_2D.values():
+        batched = objective(points)
+        assert batched.shape == (3,)
+        for column in range(3):
+            assert float(batched[column]) == float(objective(points[:, column]))
+
+
+def _torch_steps(optimizer_class, param, grads, **hyper):
+    reference = param.clone().requires_grad_(True)
+    optimizer = optimizer_class([reference], **hyper)
+    for grad in grads:
+        reference.grad = grad.clone()
+        optimizer.step()
+    return reference.detach()
+
+
+def test_a08_torch_adam_is_the_formula_the_notebook_states():
+    generator = torch.Generator().manual_seed(0)
+    param = torch.randn(4, dtype=torch.float64, generator=generator)
+    grads = [torch.randn(4, dtype=torch.float64, generator=generator) for _ in range(5)]
+    lr, (beta1, beta2), eps = 0.1, (0.8, 0.99), 1e-3
+    point, m, v = param, torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    for t, grad in enumerate(grads, start=1):
+        m, v = beta1 * m + (1 - beta1) * grad, beta2 * v + (1 - beta2) * grad * grad
+        point = point - lr * (m / (1 - beta1**t)) / ((v / (1 - beta2**t)).sqrt() + eps)
+    got = _torch_steps(torch.optim.Adam, param, grads, lr=lr, betas=(beta1, beta2), eps=eps)
+    assert torch.allclose(got, point, rtol=1e-13, atol=1e-15)
+
+
+def test_a08_adamw_signatures_come_from_torch_optim():
+    # "shrunk by 1 - weight_decay" is AdamW with weight_decay / lr; "shrunk after the step" is Adam times (1 - lr wd).
+    generator = torch.Generator().manual_seed(1)
+    param = torch.randn(3, dtype=torch.float64, generator=generator)
+    grad = torch.randn(3, dtype=torch.float64, generator=generator)
+    lr, weight_decay = 0.1, 0.5
+    adam = _torch_steps(torch.optim.Adam, param, [grad], lr=lr)
+    no_lr = _torch_steps(torch.optim.AdamW, param, [grad], lr=lr, weight_decay=weight_decay / lr)
+    assert torch.allclose(no_lr, param * (1 - weight_decay) + (adam - param), rtol=1e-13, atol=1e-15)
+    after = adam * (1 - lr * weight_decay)
+    adamw = _torch_steps(torch.optim.AdamW, param, [grad], lr=lr, weight_decay=weight_decay)
+    assert not torch.allclose(after, adamw, rtol=1e-6, atol=1e-9), "decaying after the step must be told apart"
+
+
 def test_make_spirals_shapes_dtypes_balance_and_determinism():
     X, y = cc.make_spirals(50, num_classes=4, seed=3)
     assert X.shape == (200, 2) and X.dtype == torch.float32
