@@ -236,7 +236,8 @@ def _matches(got64: torch.Tensor, want64: torch.Tensor, tol: Tolerance) -> torch
     """Elementwise: equal within ``tol``, or the same nan/inf."""
     both_nan = torch.isnan(got64) & torch.isnan(want64)
     same_inf = torch.isinf(got64) & (got64 == want64)
-    within = (got64 - want64).abs() <= tol.atol + tol.rtol * want64.abs()
+    # Only finite expected values have a tolerance: |finite - inf| <= inf would hold.
+    within = torch.isfinite(want64) & ((got64 - want64).abs() <= tol.atol + tol.rtol * want64.abs())
     return both_nan | same_inf | within
 
 
