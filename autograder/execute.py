@@ -74,6 +74,10 @@ class KernelSession:
 
     def close(self) -> None:
         if self.worker is not None:
+            if self.worker.alive() and self.worker.hit_memory_limit():
+                # A child of the worker was killed for the sandbox's memory limit while the worker went on.
+                self.events.append(Event(MEMORY, "a process of the notebook was killed for using more than the memory limit "
+                                                 f"({self.limits.memory_bytes // 2**20} MiB across all its processes)"))
             self.worker.kill()
             self.worker = None
 
@@ -121,9 +125,16 @@ class KernelSession:
 
     def _record_end(self, worker: sandbox.Worker) -> None:
         ended = worker.how_it_ended()
+        where = f" in cell {self._current_cell + 1}" if self._current_cell is not None else ""
+        if worker.hit_memory_limit():
+            # Whoever ended the worker (the kernel, or a timeout while it was being starved), the limit was hit.
+            self.events.append(Event(MEMORY, f"the notebook's processes together used more than the memory limit "
+                                             f"({self.limits.memory_bytes // 2**20} MiB, memfd, shared memory and tmpfs "
+                                             f"files included){where}"))
+            worker.oom_kills_at_start = worker.group.oom_kills()
+            return
         if ended in ("killed", "running"):
             return
-        where = f" in cell {self._current_cell + 1}" if self._current_cell is not None else ""
         if ended == "signal SIGXCPU":
             self.events.append(Event(TIMEOUT, f"the notebook's process ran out of CPU time{where}"))
         elif ended == "signal SIGXFSZ":
@@ -144,6 +155,11 @@ class KernelSession:
             wire.send(worker.channel, header, blobs, started + max(budget, 0.0))
             reply, reply_blobs = wire.recv(worker.channel, started + max(budget, 0.0), max_frame=self.limits.frame_bytes)
         except TimeoutError:
+            if worker.hit_memory_limit():
+                # Starved at its memory limit (the kernel evicting its libraries) rather than slow.
+                self._record_end(worker)
+                worker.kill()
+                raise Interrupted(MEMORY, f"{_describe(header)} ran into the memory limit") from None
             worker.kill()
             what = "the notebook's time budget ran out" if budget >= self._notebook_left() - 0.01 else f"no answer within {budget:.3g} s"
             self.events.append(Event(TIMEOUT, f"{what} ({_describe(header)})"))

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import course_checks
 
-from . import wire
+from . import cgroups, wire
 
 if TYPE_CHECKING:
     from . import zygote
@@ -75,6 +75,11 @@ class Limits:
             "file_bytes": self.file_bytes,
             "cpu_seconds": int(2 * self.notebook_seconds + self.startup_seconds + 60),
         }
+
+
+#: What a fresh worker holds before the student's code runs (Python, torch, the engine), on top
+#: of the submission's memory limit in its control group.
+WORKER_BASE_BYTES = 1 * 2**30
 
 
 class SandboxError(Exception):
@@ -234,8 +239,8 @@ def remove_tree(path: Path) -> None:
 
 
 def sweep_leftovers() -> int:
-    """Remove the temporary folders of grading processes that are gone; how many were removed."""
-    removed = 0
+    """Remove the temporary folders and control groups of grading processes that are gone; how many."""
+    removed = cgroups.sweep_leftovers()
     for entry in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*-*"):
         parts = entry.name[len(TEMP_PREFIX):].split("-")
         if len(parts) < 3 or not parts[1].isdigit() or not entry.is_dir() or entry.is_symlink():
@@ -310,6 +315,15 @@ class Worker:
     killed_by_us: bool = False
     log_path: Path | None = None
     started: float = field(default_factory=time.monotonic)
+    #: The control group the sandbox's processes are counted in (None where groups are unavailable),
+    #: its memory-limit kills when the worker started, and whether the worker owns it.
+    group: "cgroups.SandboxGroup | None" = None
+    oom_kills_at_start: int = 0
+    owns_group: bool = False
+
+    def hit_memory_limit(self) -> bool:
+        """Whether the kernel killed a process of this sandbox for its memory limit since it started."""
+        return self.group is not None and self.group.oom_kills() > self.oom_kills_at_start
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -339,6 +353,8 @@ class Worker:
             self.channel.close()
         except OSError:
             pass
+        if self.owns_group and self.group is not None:
+            self.group.remove()
 
     def how_it_ended(self) -> str:
         """'killed', 'exit N' or 'signal NAME' (only meaningful once it has ended)."""
@@ -458,11 +474,14 @@ def start_worker(scratch: Path, limits: Limits, mode: str, device: str = "cpu") 
     argv = [sys.executable, "-I", "-B", "-c", boot, json.dumps(config)]
     log_path = scratch / "worker.log"
     log = open(log_path, "wb")  # noqa: SIM115 - handed to the child
+    group = cgroups.SandboxGroup.create("worker", limits.memory_bytes + WORKER_BASE_BYTES, limits.processes + 8)
+    join = group.join if group is not None else None
     try:
         if mode == BUBBLEWRAP:
             command = _bwrap_command(scratch, limits, argv, uid, device=device)
             process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(child_end.fileno(),), start_new_session=True
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(child_end.fileno(),),
+                start_new_session=True, preexec_fn=join,
             )
         else:
             home = scratch / "home"
@@ -476,14 +495,17 @@ def start_worker(scratch: Path, limits: Limits, mode: str, device: str = "cpu") 
                 stderr=log,
                 pass_fds=(child_end.fileno(),),
                 start_new_session=True,
+                preexec_fn=join,
             )
-    except OSError as err:
+    except (OSError, subprocess.SubprocessError) as err:
         parent_end.close()
+        if group is not None:
+            group.remove()
         raise SandboxError(f"could not start the worker: {err}") from err
     finally:
         child_end.close()
         log.close()
-    worker = Worker(process, parent_end, mode, log_path=log_path)
+    worker = Worker(process, parent_end, mode, log_path=log_path, group=group, owns_group=True)
     return _await_hello(worker, limits)
 
 

@@ -49,6 +49,8 @@ from pathlib import Path
 from . import sandbox, wire
 
 CONTROL_MAX_FRAME = 128 * 2**20
+#: Room for the zygote's own warm-up (torch, matplotlib, a small model) before its worker's limit applies.
+WARM_UP_BYTES = 2 * 2**30
 _CLEAN_DIRS = ("/tmp", "/home/student", "/dev/shm", "/submission")
 _CLONE_NEWIPC = 0x08000000
 _PR_SET_DUMPABLE = 4
@@ -278,6 +280,8 @@ class Zygote:
         self.process: subprocess.Popen | None = None
         self.control: socket.socket | None = None
         self.folder: Path | None = None
+        #: The control group of the zygote itself: a backstop; each worker it forks gets a group of its own.
+        self.group: sandbox.cgroups.SandboxGroup | None = None
 
     def key(self) -> tuple:
         return (self.limits.tmpfs_bytes, self.device)
@@ -292,13 +296,16 @@ class Zygote:
         argv = [sys.executable, "-I", "-B", "-c", boot, json.dumps({"fd": child_end.fileno(), "optimizers": self.optimizers})]
         command = sandbox._bwrap_command(self.folder, self.limits, argv, None, caps=ZYGOTE_CAPS, device=self.device)
         log_path = self.folder / "zygote.log"
+        self.group = sandbox.cgroups.SandboxGroup.create("zygote", self.limits.memory_bytes + WARM_UP_BYTES, self.limits.processes + 8)
         with open(log_path, "wb") as log:
             try:
                 self.process = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(child_end.fileno(),), start_new_session=True
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(child_end.fileno(),),
+                    start_new_session=True, preexec_fn=self.group.join if self.group is not None else None,
                 )
-            except OSError as err:
+            except (OSError, subprocess.SubprocessError) as err:
                 parent_end.close()
+                self.stop()
                 raise ZygoteError(f"could not start the zygote: {err}") from err
             finally:
                 child_end.close()
@@ -312,6 +319,7 @@ class Zygote:
         if header.get("op") != "hello":
             self.stop()
             raise ZygoteError("the zygote did not say hello")
+
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None and self.control is not None
@@ -334,7 +342,9 @@ class Zygote:
             self.control.close()
         if self.folder is not None:
             sandbox.remove_tree(self.folder)
-        self.process = self.control = self.folder = None
+        if self.group is not None:
+            self.group.remove()
+        self.process = self.control = self.folder = self.group = None
 
     def request(self, header: dict, blobs: list[bytes] = (), fd: int | None = None, seconds: float = 30.0) -> dict:
         if not self.alive():
@@ -376,13 +386,39 @@ class Zygote:
         finally:
             child_end.close()
         pidfd = reply.get("pidfd") if isinstance(reply.get("pidfd"), int) and not isinstance(reply.get("pidfd"), bool) else None
-        if not reply.get("ok"):
+        if not reply.get("ok") or not isinstance(reply.get("pid"), int):
             parent_end.close()
             if pidfd is not None:
                 os.close(pidfd)
             self.stop()
             raise ZygoteError(str(reply.get("error")))
-        return ForkedWorker(_ForkedProcess(self, int(reply["pid"]), pidfd), parent_end, sandbox.BUBBLEWRAP)
+        worker = ForkedWorker(_ForkedProcess(self, int(reply["pid"]), pidfd), parent_end, sandbox.BUBBLEWRAP)
+        # The child waits for its first request before running any student code: move it into a
+        # group of its own now, so that the limits count it and everything it starts, and not the zygote.
+        host_pid = _host_pid(pidfd)
+        group = sandbox.cgroups.SandboxGroup.create("worker", limits.memory_bytes, limits.processes + 4) if host_pid else None
+        if group is not None:
+            try:
+                group.add(host_pid)
+            except OSError:
+                group.remove()
+                group = None
+        worker.group, worker.owns_group = group, group is not None
+        return worker
+
+
+def _host_pid(pidfd: int | None) -> int | None:
+    """The pid, in the grader's namespace, of the process a pidfd refers to."""
+    if pidfd is None:
+        return None
+    try:
+        for line in Path(f"/proc/self/fdinfo/{pidfd}").read_text().splitlines():
+            if line.startswith("Pid:"):
+                pid = int(line.split()[1])
+                return pid if pid > 0 else None
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 @dataclass
@@ -464,6 +500,9 @@ class ForkedWorker(sandbox.Worker):
             self.channel.close()
         except OSError:
             pass
+        if self.owns_group and self.group is not None:
+            self.group.remove()
+            self.owns_group = False
 
     def how_it_ended(self) -> str:
         if self.killed_by_us:

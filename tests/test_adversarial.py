@@ -28,7 +28,7 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from autograder import sandbox
+from autograder import cgroups, sandbox
 from autograder.course import Course
 from autograder.grade import grade_assignment
 from autograder.record import stored_statuses
@@ -44,7 +44,8 @@ MODE = sandbox.sandbox_mode()
 BWRAP = MODE == sandbox.BUBBLEWRAP
 HONEST_FIRST, HONEST_LAST = ("aaa_correct", "aaa_wrong"), ("zzz_correct",)
 EXPECTED_HONEST = {"aaa_correct": 5.0, "aaa_wrong": 0.0, "zzz_correct": 5.0}
-ACTIVE = [a for a in attacks.ATTACKS if BWRAP or not a.needs_bwrap]
+CGROUPS = cgroups.layout() is not None
+ACTIVE = [a for a in attacks.ATTACKS if (BWRAP or not a.needs_bwrap) and (CGROUPS or not a.needs_cgroups)]
 
 
 def snapshot(root: Path) -> dict[str, str]:

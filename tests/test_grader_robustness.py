@@ -12,9 +12,9 @@ import pytest
 
 import attacks
 from autograder import grade as grade_module
-from autograder import sandbox
+from autograder import cgroups, sandbox
 from autograder.collect import Submission
-from autograder.execute import _text
+from autograder.execute import KernelSession, _text
 from autograder.record import MAX_TIMESTAMP_BYTES, _timestamp
 from autograder.grade import grade_assignment
 from autograder.record import stored_statuses
@@ -99,3 +99,27 @@ def test_leftover_folders_of_dead_graders_are_swept(tmp_path, monkeypatch):
     foreign.mkdir()
     assert sandbox.sweep_leftovers() == 1
     assert not dead.exists() and mine.exists() and foreign.exists()
+
+
+@pytest.mark.skipif(cgroups.layout() is None, reason="no writable control groups on this machine")
+def test_a_sandbox_is_one_control_group_capped_at_one_cpu(tmp_path):
+    limits = sandbox.Limits(cell_seconds=30, notebook_seconds=60, memory_bytes=2**30, processes=32)
+    session = KernelSession(sandbox.prepare_scratch([]), limits, sandbox.sandbox_mode())
+    try:
+        record = session.run_cell(0, "import os\nprint(open('/proc/self/cgroup').read())")
+        worker = session.worker
+        assert worker.group is not None, "the worker was not given a control group"
+        assert worker.group.name in record.outputs[0]["text"], "the worker's process is not in its group"
+        assert worker.group.memory_limit() == limits.memory_bytes
+        # Four busy children for two seconds: the group as a whole gets at most one CPU, so their
+        # CPU time stays near the wall time (on an idle machine without the quota it is 2-4 times that).
+        busy = ("import os, time\nstart = time.time()\nchildren = []\nfor _ in range(4):\n    pid = os.fork()\n"
+                "    if pid == 0:\n        end = time.time() + 2\n        while time.time() < end:\n            pass\n"
+                "        os._exit(0)\n    children.append(pid)\nfor pid in children:\n    os.waitpid(pid, 0)\n"
+                "print(sum(os.times()[2:4]), time.time() - start)")
+        used, wall = map(float, session.run_cell(1, busy).outputs[0]["text"].split())
+        assert used <= 1.25 * wall + 0.3, f"four busy processes used {used:.1f} CPU-s in {wall:.1f} s: more than one CPU"
+        name = worker.group.name
+    finally:
+        session.close()
+    assert not any(name in str(path) for folder in cgroups.layout().folders() for path in folder.iterdir()), "the group outlived its worker"

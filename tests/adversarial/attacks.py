@@ -59,6 +59,8 @@ class Attack:
     exact_score: float | None = None
     #: Filesystem and network isolation only hold in the bubblewrap sandbox.
     needs_bwrap: bool = False
+    #: Limits for the sandbox as a whole need control groups (autograder/cgroups.py).
+    needs_cgroups: bool = False
 
 
 def _cell(notebook: nbformat.NotebookNode, grade_id: str) -> nbformat.NotebookNode:
@@ -443,6 +445,20 @@ def safe_log(x):
         "shared_explosion", "a reply whose shared references expand to 2**60 parts", "correct", "graded", "not measured",
         cells={"double": "def double(x):\n    value = [2 * x]\n    for _ in range(60):\n        value = [value, value]\n    return value"},
         exact_score=2,
+    ),
+    # -- limits for the submission as a whole (a control group per sandbox) ------------
+    Attack(
+        "memfd_hoard", "hold memory no process is charged for, through memfd_create", "correct", "memory limit", "not measured",
+        needs_bwrap=True, needs_cgroups=True,
+        # Many memfds, each under the file-size limit; no process maps them, so no rlimit counts them.
+        before=["import os\nhoard = []\nfor _ in range(64):\n    fd = os.memfd_create('hoard')\n"
+                "    os.posix_fallocate(fd, 0, 48 * 2**20)\n    hoard.append(fd)"],
+    ),
+    Attack(
+        "fork_hoard", "spread memory over children, each under the per-process limit", "correct", "memory limit", "not measured",
+        needs_bwrap=True, needs_cgroups=True,
+        before=["import os, time\nfor _ in range(6):\n    if os.fork() == 0:\n        block = bytearray(700 * 2**20)\n"
+                "        time.sleep(30)\n        os._exit(0)\ntime.sleep(3)"],
     ),
     # -- honest, but noisy: warnings never cost points ------------------------------
     Attack(
