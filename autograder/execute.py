@@ -16,10 +16,12 @@ the one that broke it) and grading goes on, up to ``restarts`` times.
 from __future__ import annotations
 
 import base64
+import contextlib
 import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import nbformat
 
@@ -199,6 +201,30 @@ class KernelSession:
             self.events.append(Event(MEMORY, f"{_describe(header)} ran out of memory: {wire.checked_error(error)['message'][:200]}"))
         return reply, reply_blobs
 
+    @contextlib.contextmanager
+    def isolated(self) -> Iterator[None]:
+        """Run the block against a forked copy of the worker that ends with it.
+
+        Nothing the block's calls leave in the student's process (a hidden test's
+        inputs kept in a global, say) reaches the cells that run after it.  On a GPU
+        the worker is not forked (CUDA does not survive a fork): the block runs as is.
+        """
+        forked = False
+        if self.device != "cuda":
+            try:
+                reply, _ = self.request({"op": "fork"}, [], self.limits.cell_seconds)
+                forked = bool(reply.get("ok")) and reply.get("copy") is True
+            except Interrupted:
+                forked = False  # the block meets the same trouble and reports it
+        try:
+            yield
+        finally:
+            if forked and self.worker is not None and self.worker.alive():
+                try:
+                    self.request({"op": "unfork"}, [], self.limits.cell_seconds)
+                except Interrupted:
+                    pass  # the worker is gone; the next cell starts a new one
+
     def release_graphs(self) -> None:
         if self.worker is not None and self.worker.alive():
             try:
@@ -283,9 +309,10 @@ def run_notebook(name: str, plan: Plan, scratch: Path, limits: sandbox.Limits, m
             if step.action == "run":
                 records[index] = session.run_cell(index, step.source)
             elif step.action == "test" and step.trusted is not None:
-                verdicts[step.trusted.grade_id] = run_test(
-                    session, step.trusted.grade_id, step.source, step.trusted.points, limits.cell_seconds
-                )
+                with session.isolated():
+                    verdicts[step.trusted.grade_id] = run_test(
+                        session, step.trusted.grade_id, step.source, step.trusted.points, limits.cell_seconds
+                    )
     finally:
         session.close()
     return NotebookResult(name, plan, verdicts, records, session.events)

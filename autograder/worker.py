@@ -175,11 +175,41 @@ class Worker:
                 reply, reply_blobs = {"ok": False, "error": wire.encode_error(ValueError(f"unknown op {op!r}"))}, []
             else:
                 try:
-                    reply, reply_blobs = handler(header, blobs)
+                    answer = handler(header, blobs)
                 except Exception as err:  # noqa: BLE001 - a bad request must not end the worker
-                    reply, reply_blobs = {"ok": False, "error": wire.encode_error(err, traceback.format_exc())}, []
+                    answer = {"ok": False, "error": wire.encode_error(err, traceback.format_exc())}, []
+                if answer is None:
+                    continue  # a fork's copy already answered
+                reply, reply_blobs = answer
             reply["seq"] = header.get("seq")
             wire.send(self.sock, reply, reply_blobs)
+
+    # -- test cells run against a copy -------------------------------------------
+    # A test cell's calls go to a forked copy of this process, which ends with the
+    # test: what a student function keeps of a hidden test's inputs (or of anything a
+    # test did) is gone before the next student cell runs, so it cannot be printed
+    # into the notebook the student gets back.
+
+    def _op_fork(self, header: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]] | None:
+        pid = os.fork()
+        if pid == 0:
+            return {"ok": True, "copy": True}, []  # the copy answers from now on
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+        if os.WIFSIGNALED(status):
+            # The copy died (the student's code crashed it): die the same way, so the grader sees it.
+            os.kill(os.getpid(), os.WTERMSIG(status))
+        if os.waitstatus_to_exitcode(status) != 0:
+            os._exit(os.waitstatus_to_exitcode(status))
+        return None  # the copy answered the unfork before it ended
+
+    def _op_unfork(self, header: dict, blobs: list[bytes]) -> None:
+        self.wire.send(self.sock, {"ok": True, "seq": header.get("seq")})
+        os._exit(0)
 
     def _op_run(self, header: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
         source = _python_source(str(header.get("source", "")))

@@ -285,6 +285,17 @@ def _gradebook_counts(db: Path) -> tuple[int, int, int]:
     return submissions, grades, statuses
 
 
+def test_what_tests_pass_to_student_code_never_reaches_later_cells(graded):
+    if "hidden_echo" not in graded.rows:
+        pytest.skip("the hidden_echo attack is not active here")
+    notebook = nbformat.read(graded.course.autograded / "hidden_echo" / ASSIGNMENT / "adv.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    # The test cells called double() with [1, 2], linspace(-3, 3, 7) and a float64 batch; the last
+    # cell, run after all of them, finds the student's list as the student's own cells left it.
+    assert "SEEN 0 []" in printed, printed[-500:]
+    assert "-3.0" not in printed and "1.0, 2.0" not in printed
+
+
 def test_a_grader_killed_mid_run_loses_and_doubles_nothing(tmp_path):
     course = make_course(tmp_path / "course")
     release = release_notebook(course)

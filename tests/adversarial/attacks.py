@@ -446,6 +446,13 @@ def safe_log(x):
         cells={"double": "def double(x):\n    value = [2 * x]\n    for _ in range(60):\n        value = [value, value]\n    return value"},
         exact_score=2,
     ),
+    # -- hidden inputs must not reach the feedback ------------------------------------
+    Attack(
+        "hidden_echo", "keep what hidden tests pass in, print it in a later cell", "correct", "graded", "not measured",
+        cells={"double": "seen = []\ndef double(x):\n    seen.append(x.detach().tolist())\n    return 2 * x"},
+        after=["print('SEEN', len(seen), seen)"],
+        exact_score=5,
+    ),
     # -- limits for the submission as a whole (a control group per sandbox) ------------
     Attack(
         "memfd_hoard", "hold memory no process is charged for, through memfd_create", "correct", "memory limit", "not measured",
