@@ -71,6 +71,7 @@ class KernelSession:
         self.gave_up: str | None = None
         self._current_cell: int | None = None
         self._seq = 0
+        self.output_bytes = 0
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -247,7 +248,20 @@ class KernelSession:
             self.poisoned.add(index)
             return CellRecord([_error_output("CellNotFinished", str(err))])
         self.history.append((index, source))
-        return CellRecord(_outputs(reply, blobs))
+        return CellRecord(self._within_output_budget(_outputs(reply, blobs)))
+
+    def _within_output_budget(self, outputs: list[dict]) -> list[dict]:
+        """The cell's outputs, or a notice once the notebook's outputs together pass their limit."""
+        size = sum(len(str(output.get("text", ""))) + sum(len(str(v)) for v in output.get("data", {}).values())
+                   + len(str(output.get("evalue", ""))) + sum(len(line) for line in output.get("traceback", []))
+                   for output in outputs)
+        if self.output_bytes + size <= self.limits.notebook_output_bytes:
+            self.output_bytes += size
+            return outputs
+        self.output_bytes = self.limits.notebook_output_bytes
+        notice = (f"[output dropped by the grader: this notebook's outputs together passed "
+                  f"{self.limits.notebook_output_bytes // 2**20} MiB]\n")
+        return [_output("stream", name="stdout", text=notice)]
 
 
 def _describe(header: dict) -> str:

@@ -67,6 +67,8 @@ class Limits:
     frame_bytes: int = 256 * 2**20
     restarts: int = 3
     tmpfs_bytes: int = 256 * 2**20
+    #: All the outputs of one notebook together (text and images), as written into autograded/.
+    notebook_output_bytes: int = 32 * 2**20
 
     def for_worker(self) -> dict:
         return {

@@ -123,3 +123,16 @@ def test_a_sandbox_is_one_control_group_capped_at_one_cpu(tmp_path):
     finally:
         session.close()
     assert not any(name in str(path) for folder in cgroups.layout().folders() for path in folder.iterdir()), "the group outlived its worker"
+
+
+def test_a_notebook_s_outputs_together_stay_within_their_limit(tmp_path):
+    limits = sandbox.Limits(cell_seconds=30, notebook_seconds=60, notebook_output_bytes=120_000)
+    session = KernelSession(sandbox.prepare_scratch([]), limits, sandbox.sandbox_mode())
+    try:
+        records = [session.run_cell(index, "print('x' * 50_000)") for index in range(5)]
+    finally:
+        session.close()
+    texts = ["".join(o.get("text", "") for o in record.outputs) for record in records]
+    assert [len(t) for t in texts[:2]] == [50_001] * 2, "cells within the notebook's budget keep their output"
+    for text in texts[2:]:
+        assert text.startswith("[output dropped by the grader") and len(text) < 200
