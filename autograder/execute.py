@@ -313,13 +313,23 @@ def _error_output(ename: str, evalue: str, traceback_text: str = "") -> dict:
     return _output("error", ename=ename, evalue=evalue, traceback=lines)
 
 
+def _clock() -> float:
+    """The wall clock of a notebook's grading budget (a function, so tests can move it)."""
+    return time.monotonic()
+
+
 def run_notebook(name: str, plan: Plan, scratch: Path, limits: sandbox.Limits, mode: str, device: str = "cpu") -> NotebookResult:
     """Grade one notebook following its plan; the sandbox is gone when this returns."""
     session = KernelSession(scratch, limits, mode, device)
     verdicts: dict[str, Verdict] = {}
     records: dict[int, CellRecord] = {}
+    deadline = _clock() + limits.grading_seconds
     try:
         for index, step in enumerate(plan.steps):
+            if _clock() > deadline and not session.gave_up and step.action in ("run", "test"):
+                # The grader's own time counts too: values that are slow to check cannot stretch a submission.
+                session.gave_up = f"the notebook used up its {limits.grading_seconds:g} s of grading time"
+                session.events.append(Event(TIMEOUT, session.gave_up))
             if step.action == "run":
                 records[index] = session.run_cell(index, step.source)
             elif step.action == "test" and step.trusted is not None:

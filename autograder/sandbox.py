@@ -70,6 +70,12 @@ class Limits:
     #: All the outputs of one notebook together (text and images), as written into autograded/.
     notebook_output_bytes: int = 32 * 2**20
 
+    @property
+    def grading_seconds(self) -> float:
+        """Wall-clock time for one notebook as a whole: the student's running time, starting
+        sandboxes, and the grader's own work on the values the student's code sent back."""
+        return self.notebook_seconds + self.startup_seconds + 60.0
+
     def for_worker(self) -> dict:
         return {
             "memory_bytes": self.memory_bytes,

@@ -136,3 +136,29 @@ def test_a_notebook_s_outputs_together_stay_within_their_limit(tmp_path):
     assert [len(t) for t in texts[:2]] == [50_001] * 2, "cells within the notebook's budget keep their output"
     for text in texts[2:]:
         assert text.startswith("[output dropped by the grader") and len(text) < 200
+
+
+def test_one_wall_clock_budget_covers_the_grader_s_own_work(tmp_path, monkeypatch):
+    from autograder import execute
+    from autograder.collect import plan_notebook, read_submitted, trusted_notebooks
+
+    course = make_course(tmp_path / "course")
+    submit(course, "slow", attacks.honest("correct", release_notebook(course)))
+    trusted = trusted_notebooks(course, ASSIGNMENT)["adv.ipynb"]
+    plan = plan_notebook(read_submitted(course.submitted / "slow" / ASSIGNMENT / "adv.ipynb"), trusted)
+    real_run_test = execute.run_test
+    clock = {"now": 0.0}
+
+    def slow_checks(*args, **kwargs):
+        clock["now"] += 100.0  # the grader's own work on the values takes 100 s per test cell
+        return real_run_test(*args, **kwargs)
+
+    monkeypatch.setattr(execute, "run_test", slow_checks)
+    monkeypatch.setattr(execute, "_clock", lambda: clock["now"])
+    limits = sandbox.Limits(cell_seconds=30, notebook_seconds=60, startup_seconds=60)  # 180 s of grading time
+    result = execute.run_notebook("adv.ipynb", plan, sandbox.prepare_scratch([]), limits, sandbox.sandbox_mode())
+    timeouts = [e for e in result.events if e.kind == "timeout"]
+    assert timeouts and "180 s of grading time" in timeouts[0].detail
+    graded = [v for v in result.verdicts.values() if v.interrupted is None]
+    assert len(graded) == 2 and all(v.passed for v in graded), "the tests within the budget were graded as usual"
+    assert all(v.interrupted == "gave up" for v in result.verdicts.values() if v not in graded)
