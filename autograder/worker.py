@@ -191,24 +191,36 @@ class Worker:
     # into the notebook the student gets back.
 
     def _op_fork(self, header: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]] | None:
+        # The copy says "unforked" through a pipe just before it ends: any other end of the
+        # copy (os._exit in a student function, a crash) must look like this worker's death.
+        done_read, done_write = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.close(done_read)
+            self._unfork_fd = done_write
             return {"ok": True, "copy": True}, []  # the copy answers from now on
+        os.close(done_write)
         while True:
             try:
                 _, status = os.waitpid(pid, 0)
                 break
             except InterruptedError:
                 continue
+        try:
+            unforked = os.read(done_read, 16) == b"unforked"
+        finally:
+            os.close(done_read)
+        if unforked and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            return None  # the copy answered the unfork before it ended
         if os.WIFSIGNALED(status):
-            # The copy died (the student's code crashed it): die the same way, so the grader sees it.
             os.kill(os.getpid(), os.WTERMSIG(status))
-        if os.waitstatus_to_exitcode(status) != 0:
-            os._exit(os.waitstatus_to_exitcode(status))
-        return None  # the copy answered the unfork before it ended
+        os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
 
     def _op_unfork(self, header: dict, blobs: list[bytes]) -> None:
         self.wire.send(self.sock, {"ok": True, "seq": header.get("seq")})
+        fd = getattr(self, "_unfork_fd", None)
+        if fd is not None:
+            os.write(fd, b"unforked")
         os._exit(0)
 
     def _op_run(self, header: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
