@@ -502,6 +502,8 @@ def _free_names(tree: ast.AST) -> frozenset[str]:
             bound.add(node.name)
         elif isinstance(node, ast.arg):
             bound.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             bound |= {alias.asname or alias.name.split(".")[0] for alias in node.names}
     return frozenset(loaded - bound - set(dir(builtins)))

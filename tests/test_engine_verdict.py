@@ -235,3 +235,13 @@ def test_feedback_lines_are_wrapped(kernel):
     output = _verdict_output(failed)
     assert len(output["traceback"]) > 1 and max(len(line) for line in output["traceback"]) <= 104
     assert output["evalue"] == failed.public_message.strip()
+
+
+def test_a_name_bound_by_an_except_clause_is_the_test_s_own(kernel):
+    source = """
+try:
+    picky(-1)
+except ValueError as err:
+    check("negative" in str(err), "picky says why")
+"""
+    assert verdict(kernel, source).passed
