@@ -70,7 +70,17 @@ def _as_tensor(value: Any) -> torch.Tensor:
         return value
     if isinstance(value, np.ndarray):
         return torch.from_numpy(value)
+    if isinstance(value, (bool, int, float, np.number)) or (isinstance(value, (list, tuple)) and not _holds_tensor(value)):
+        # Through numpy: a Python float is a float64, as the policy counts it (torch would round it to float32).
+        array = np.asarray(value)
+        if array.dtype != object:
+            return torch.from_numpy(array.copy())
     return torch.as_tensor(value)
+
+
+def _holds_tensor(value: Any) -> bool:
+    """Whether a (nested) list or tuple holds a tensor anywhere."""
+    return any(isinstance(v, torch.Tensor) or (isinstance(v, (list, tuple)) and _holds_tensor(v)) for v in value)
 
 
 def rel_error(x: Any, y: Any) -> float:
@@ -195,10 +205,12 @@ def _shape_pattern(actual: tuple, shape: tuple) -> str:
     return ""
 
 
-def check_dtype(value: Any, dtype: Any, *, what: str, hint: str | None = None) -> None:
+def check_dtype(value: Any, dtype: Any, *, what: str, hint: str | None = None, mistakes: dict[str, Any] | None = None) -> None:
+    """Fail unless ``value`` has ``dtype``; ``mistakes`` maps a mistake to the dtype it produces."""
     actual = getattr(value, "dtype", type(value).__name__)
     if actual != dtype:
-        _fail(f"{what} has dtype {actual}, expected dtype {dtype}", hint)
+        named = next((mistake for mistake, produced in (mistakes or {}).items() if actual == produced), None)
+        _fail(f"{what} has dtype {actual}, expected dtype {dtype}", hint, mistake=named)
 
 
 def check_type(value: Any, kind: type | tuple[type, ...], *, what: str, hint: str | None = None) -> None:
@@ -236,7 +248,8 @@ def _matches(got64: torch.Tensor, want64: torch.Tensor, tol: Tolerance) -> torch
     """Elementwise: equal within ``tol``, or the same nan/inf."""
     both_nan = torch.isnan(got64) & torch.isnan(want64)
     same_inf = torch.isinf(got64) & (got64 == want64)
-    within = (got64 - want64).abs() <= tol.atol + tol.rtol * want64.abs()
+    # Only finite expected values have a tolerance: |finite - inf| <= inf would hold.
+    within = torch.isfinite(want64) & ((got64 - want64).abs() <= tol.atol + tol.rtol * want64.abs())
     return both_nan | same_inf | within
 
 
@@ -288,10 +301,10 @@ def describe_difference(actual: Any, expected: Any, *, tol: Tolerance, sizes: di
             else:
                 ratios = got64[nonzero] / want64[nonzero]
                 factor = float(ratios.median())
-                if factor not in (0.0, 1.0) and math.isfinite(factor) and _close(got64, factor * want64, tol):
+                if math.isfinite(factor) and factor != 0.0 and not math.isclose(factor, 1.0, rel_tol=1e-3) and _close(got64, factor * want64, tol):
                     patterns.append(f"every value is {_factor_name(factor, sizes or {})} the expected value")
         offset = float((got64 - want64).median())
-        if not patterns and offset != 0 and _close(got64, want64 + offset, tol):
+        if not patterns and got64.numel() > 1 and offset != 0 and _close(got64, want64 + offset, tol):
             patterns.append(f"every value is off by the same constant, {offset:+.6g}")
         if not patterns and got64.dim() == 2 and got64.shape[0] == got64.shape[1] and _close(got64, want64.T, tol):
             patterns.append("the values are the transpose of the expected ones")
@@ -301,7 +314,7 @@ def describe_difference(actual: Any, expected: Any, *, tol: Tolerance, sizes: di
             got_dims = [d for d in range(got64.dim()) if sums_to_one(got64, d)]
             if want_dims and got_dims and not set(got_dims) & set(want_dims):
                 patterns.append(f"the values sum to 1 along dim {got_dims[0]}; the expected ones along dim {want_dims[0]}")
-        if not patterns and tol.rtol < tolerance(torch.float32).rtol and _close(got64, want64, tolerance(torch.float32)):
+        if not patterns and tol.rtol <= tolerance(torch.float64, roundings=1024).rtol and _close(got64, want64, tolerance(torch.float32)):
             patterns.append("they agree only to float32 precision, as if part of the computation ran in float32")
     diff = torch.where(ok, torch.zeros_like(got64), (got64 - want64).abs().nan_to_num(math.inf))
     flat = int(diff.argmax())
