@@ -123,7 +123,8 @@ def grade_assignment(
             sandbox.stop_zygotes()
             bar.close()
     done = [row for row in rows if row is not None]
-    csv_path = write_csv(done, course.reports / assignment / "grades.csv")
+    # Grading some students (--student) updates their rows; the rest of the class stays.
+    csv_path = write_csv(done, course.reports / assignment / "grades.csv", merge=bool(students))
     return done, csv_path
 
 

@@ -350,13 +350,20 @@ def _swap_in(course: Course, submission: Submission, staged: Path) -> None:
     os.chmod(final, 0o755)
 
 
-def write_csv(rows: list[GradeRow], path: Path) -> Path:
+def write_csv(rows: list[GradeRow], path: Path, *, merge: bool = False) -> Path:
+    """Write the class's grades.csv; with ``merge``, ``rows`` replace their students' rows and the rest stay."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    lines = {row.student: row.as_csv() for row in rows}
+    if merge and path.is_file():
+        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+            kept = {line["student"]: line for line in csv.DictReader(handle) if line.get("student")}
+        lines = {**kept, **lines}
+        lines = {student: lines[student] for student in sorted(lines)}
     partial = path.with_name(f".{path.name}.partial")
     with partial.open("w", newline="", encoding="utf-8", errors="replace") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, restval="", extrasaction="ignore")
         writer.writeheader()
-        for row in rows:
-            writer.writerow(row.as_csv())
+        for line in lines.values():
+            writer.writerow(line)
     partial.replace(path)
     return path

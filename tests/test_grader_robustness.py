@@ -162,3 +162,16 @@ def test_one_wall_clock_budget_covers_the_grader_s_own_work(tmp_path, monkeypatc
     graded = [v for v in result.verdicts.values() if v.interrupted is None]
     assert len(graded) == 2 and all(v.passed for v in graded), "the tests within the budget were graded as usual"
     assert all(v.interrupted == "gave up" for v in result.verdicts.values() if v not in graded)
+
+
+def test_grading_some_students_merges_into_the_class_grades_csv(tmp_path):
+    course = make_course(tmp_path / "course")
+    release = release_notebook(course)
+    for student, base in (("ann", "correct"), ("bob", "wrong"), ("cy", "correct")):
+        submit(course, student, attacks.honest(base, release))
+    grade_assignment(course, ASSIGNMENT, None, progress=False)
+    submit(course, "bob", attacks.honest("correct", release))
+    _, csv_path = grade_assignment(course, ASSIGNMENT, ["bob"], progress=False)
+    with csv_path.open() as handle:
+        scores = {row["student"]: row["score"] for row in csv.DictReader(handle)}
+    assert scores == {"ann": "5", "bob": "5", "cy": "5"}, scores
