@@ -162,10 +162,6 @@ class SandboxGroup:
         for path in self.paths:
             (path / "cgroup.procs").write_text(str(pid))
 
-    def memory_used(self) -> int:
-        name = "memory.current" if self.layout.version == 2 else "memory.usage_in_bytes"
-        return _read_int(self._path("memory", name))
-
     def memory_limit(self) -> int:
         name = "memory.max" if self.layout.version == 2 else "memory.limit_in_bytes"
         return _read_int(self._path("memory", name))
@@ -175,16 +171,6 @@ class SandboxGroup:
         if self.layout.version == 2:
             return _read_int(self._path("memory", "memory.events"), "oom_kill")
         return _read_int(self._path("memory", "memory.oom_control"), "oom_kill")
-
-    def cpu_throttled(self) -> int:
-        """How many scheduling periods the group's processes were held back at their one-CPU quota."""
-        return _read_int(self._path("cpu", "cpu.stat"), "nr_throttled")
-
-    def processes(self) -> list[int]:
-        try:
-            return [int(line) for line in (self.paths[0] / "cgroup.procs").read_text().split()]
-        except OSError:
-            return []
 
     def remove(self) -> None:
         """Remove the group's folders; the processes in it must have ended."""

@@ -732,8 +732,10 @@ def check_each_close(
         _fail(f"{what} is a {type(actual).__name__}, expected a list of {len(expected)} tensors", hint)
     if len(actual) != len(expected):
         _fail(f"{what} has {len(actual)} entries, expected {len(expected)} entries", hint)
+    def tol(got: Any, want: Any) -> Tolerance:
+        return tolerance(working_dtype(got, want), roundings=roundings, scale=scale)
+
     for mistake, produced in (mistakes or {}).items():
-        tol = lambda got, want: tolerance(working_dtype(got, want), roundings=roundings, scale=scale)  # noqa: E731
         wrong = not all(_close(g, w, tol(g, w)) for g, w in zip(actual, expected) if isinstance(g, torch.Tensor))
         if wrong and len(produced) == len(actual) and all(_close(g, p, tol(g, p)) for g, p in zip(actual, produced)):
             for index, (got, want) in enumerate(zip(actual, expected)):
