@@ -27,3 +27,9 @@ c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.ClearHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
+
+# Every nbgrader door that autogrades (`nbgrader autograde`, the formgrader's
+# Autograde button, NbGraderAPI.autograde) grades with the sandboxed engine of
+# `autograder grade`, never in the student's own kernel: nbgrader's Autograde
+# converter hands each submission to this exporter (autograder/nbgrader_door.py).
+c.Autograde.exporter_class = "autograder.nbgrader_door.SandboxedAutogradeExporter"
