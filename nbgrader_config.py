@@ -33,3 +33,7 @@ c.GenerateFeedback.preprocessors = [
 # `autograder grade`, never in the student's own kernel: nbgrader's Autograde
 # converter hands each submission to this exporter (autograder/nbgrader_door.py).
 c.Autograde.exporter_class = "autograder.nbgrader_door.SandboxedAutogradeExporter"
+
+# `nbgrader export` adds each submission's status (graded, tampered, timeout, ...)
+# and the count of answers still awaiting manual grading (autograder/nbgrader_export.py).
+c.ExportApp.plugin_class = "autograder.nbgrader_export.StatusCsvExportPlugin"

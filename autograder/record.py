@@ -19,6 +19,7 @@ import csv
 import datetime
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,44 @@ def stored_statuses(course: Course, assignment: str) -> dict[str, tuple[str, str
     return {student: (status, detail) for student, status, detail in rows}
 
 
+#: Statuses a TA must see in the formgrader: the submission is flagged and its answers carry a comment.
+FLAGGED = (Status.TAMPERED, Status.TIMEOUT, Status.MEMORY_LIMIT, Status.KERNEL_DIED, Status.INVALID_NOTEBOOK, Status.GRADER_ERROR)
+COMMENT_PREFIX = "Autograder: "
+
+
+def _previous_status(session, assignment: str, student: str) -> str | None:
+    _ensure_status_table(session)
+    return session.execute(
+        text(f"SELECT status FROM {STATUS_TABLE} WHERE assignment = :a AND student = :s"), {"a": assignment, "s": student}
+    ).scalar()
+
+
+def _show_status(session, record: SubmittedAssignment, status: Status, detail: str) -> None:
+    """Make the status visible where a TA grades: nbgrader's flag on each submitted notebook (the
+    flag column of the formgrader's submission lists) and an automatic comment, naming what
+    happened, on every answer cell (shown beside the answer in the formgrader and the feedback).
+
+    A rerun that grades the submission cleanly takes down the flag only if an earlier run of the
+    grader put it up; a flag a TA set by hand stays."""
+    previous = _previous_status(session, record.assignment.name, record.student.id)
+    flagged = status in FLAGGED
+    # One paragraph (no blank line inside), so that a later run can tell it from the cell's own comment.
+    note = f"{COMMENT_PREFIX}{status}: {' '.join(safe_text(detail, 1000).split()) or 'see grades.csv'}"
+    for notebook in record.notebooks:
+        if flagged:
+            notebook.flagged = True
+        elif previous in {str(s) for s in FLAGGED}:
+            notebook.flagged = False
+        for comment in notebook.comments:
+            earlier = comment.auto_comment or ""
+            if earlier.startswith(COMMENT_PREFIX):  # an earlier run's note: replaced, or gone once graded
+                earlier = earlier.partition("\n\n")[2]
+            if flagged:
+                comment.auto_comment = f"{note}\n\n{earlier}" if earlier else note
+            else:
+                comment.auto_comment = earlier or None
+
+
 # -- one submission, one transaction ---------------------------------------------
 
 
@@ -218,6 +257,7 @@ class GradebookWriter:
                     failures.update(_set_notebook_grades(submitted, result))
             session.flush()
             _late_penalties(course, record)
+            _show_status(session, record, status, detail)
             _write_status(session, submission.assignment, submission.student, status, detail, sandbox)
             session.commit()
         except BaseException:
@@ -239,6 +279,7 @@ class GradebookWriter:
                     for grade in notebook.grades:
                         grade.auto_score = None
                         grade.needs_manual_grade = True
+                _show_status(session, record, status, detail)
             _write_status(session, submission.assignment, submission.student, status, detail, sandbox)
             session.commit()
         except BaseException:
@@ -331,10 +372,38 @@ def _stage_autograded(course: Course, submission: Submission, results: list[Note
             # Student text was made safe where it entered; "replace" is the last guard, so
             # that no character can stop the class from being recorded.
             (staged / result.name).write_bytes(nbformat.writes(notebook).encode("utf-8", "replace"))
+        _copy_submission_files(submission.folder, staged)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
     return staged
+
+
+#: What nbgrader's autograde copies from submitted/ and its feedback commands need in autograded/:
+#: ``generate_feedback`` copies them on to feedback/, ``release_feedback`` reads both (the
+#: submission secret names the released file the student's ``fetch_feedback`` looks for).
+SUBMISSION_FILES = {"timestamp.txt": MAX_TIMESTAMP_BYTES, "submission_secret.txt": 1024}
+
+
+def _copy_submission_files(folder: Path, staged: Path) -> None:
+    """Copy timestamp.txt and submission_secret.txt, when each is a short regular file; a link,
+    a FIFO or a long file (the student hands them in) is left behind."""
+    for name, limit in SUBMISSION_FILES.items():
+        try:
+            handle = os.open(folder / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            info = os.fstat(handle)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+                continue
+            data = os.read(handle, limit + 1)
+        except OSError:
+            continue
+        finally:
+            os.close(handle)
+        if len(data) <= limit:
+            (staged / name).write_bytes(data)
 
 
 def _swap_in(course: Course, submission: Submission, staged: Path) -> None:
