@@ -1,4 +1,4 @@
-"""Command line: ``autograder grade|release|samples|demo``.  A thin layer over the engine."""
+"""Command line: ``autograder grade|report|export|release|samples|demo``.  A thin layer over the engine."""
 
 from __future__ import annotations
 
@@ -42,6 +42,23 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="release, install the samples and grade them all")
     demo.add_argument("--course", default=".")
     demo.add_argument("--no-progress", action="store_true")
+
+    report = commands.add_parser("report", help="write reports/<assignment>/report.html about the graded class")
+    report.add_argument("assignment")
+    report.add_argument("--course", default=".")
+
+    export = commands.add_parser("export", help="write the graded class for Gradescope or Canvas (see docs/lms_export.md)")
+    export.add_argument("assignment")
+    export.add_argument("--course", default=".")
+    export.add_argument("--format", required=True, choices=("gradescope", "canvas"), dest="lms_format")
+    export.add_argument("--roster", default=None, metavar="CSV", help="columns id (nbgrader's student id), name, email, "
+                        "canvas_id, sis_user_id, sis_login_id, section")
+    export.add_argument("--student-id-is", default=None, choices=("canvas_id", "sis_user_id", "sis_login_id"),
+                        help="our student ids are these LMS ids (used where the roster and gradebook give none)")
+    export.add_argument("--canvas-name", default=None, metavar="NAME", help="Canvas assignment name (default: the assignment)")
+    export.add_argument("--canvas-id", default=None, metavar="ID", help="Canvas assignment id (without: a new assignment)")
+    export.add_argument("--visibility", default="after_published", choices=("visible", "hidden", "after_due_date", "after_published"),
+                        help="Gradescope test visibility (default: after_published)")
     return parser
 
 
@@ -79,6 +96,26 @@ def run(argv: list[str]) -> int:
             print_table(name, rows, sys.stdout)
             print()
         print(f"grades: {course.reports}/<assignment>/grades.csv; gradebook: {course.db_url}")
+    elif args.command == "report":
+        from .class_report import format_summary, write_report
+
+        path, summary = write_report(course, args.assignment)
+        print(format_summary(summary))
+        print(f"report written to {path}")
+    elif args.command == "export":
+        from pathlib import Path
+
+        from .lms_export import export
+
+        outcome = export(
+            course, args.assignment, args.lms_format, roster=Path(args.roster) if args.roster else None,
+            student_id_is=args.student_id_is, canvas_name=args.canvas_name, canvas_id=args.canvas_id,
+            visibility=args.visibility,
+        )
+        for warning in outcome.warnings:
+            print(f"warning: {warning}")
+        written = outcome.paths[0] if len(outcome.paths) == 1 else outcome.paths[0].parent
+        print(f"{args.lms_format}: {len(outcome.paths)} file(s) written under {written}")
     return 0
 
 

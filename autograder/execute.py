@@ -52,6 +52,8 @@ class NotebookResult:
     verdicts: dict[str, Verdict]
     records: dict[int, CellRecord]
     events: list[Event]
+    #: Wall-clock seconds the notebook took to grade (sandbox start, student cells, tests).
+    seconds: float = 0.0
 
 
 class KernelSession:
@@ -324,6 +326,7 @@ def run_notebook(name: str, plan: Plan, scratch: Path, limits: sandbox.Limits, m
     verdicts: dict[str, Verdict] = {}
     records: dict[int, CellRecord] = {}
     deadline = _clock() + limits.grading_seconds
+    started = time.monotonic()
     try:
         for index, step in enumerate(plan.steps):
             if _clock() > deadline and not session.gave_up and step.action in ("run", "test"):
@@ -339,7 +342,7 @@ def run_notebook(name: str, plan: Plan, scratch: Path, limits: sandbox.Limits, m
                     )
     finally:
         session.close()
-    return NotebookResult(name, plan, verdicts, records, session.events)
+    return NotebookResult(name, plan, verdicts, records, session.events, time.monotonic() - started)
 
 
 def autograded_notebook(result: NotebookResult) -> nbformat.NotebookNode:
@@ -352,6 +355,8 @@ def autograded_notebook(result: NotebookResult) -> nbformat.NotebookNode:
     if result.plan.notebook.kernelspec:
         notebook.metadata["kernelspec"] = result.plan.notebook.kernelspec
     notebook.metadata["language_info"] = {"name": "python"}
+    # How long grading took, for the class report's slowest submissions and LMS exports.
+    notebook.metadata["autograder"] = {"seconds": round(result.seconds, 3)}
     for index, step in enumerate(result.plan.steps):
         cell = _new_cell(step)
         if step.trusted is not None:

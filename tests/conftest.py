@@ -44,3 +44,41 @@ def graded_samples(tmp_path_factory: pytest.TempPathFactory):
         return results[assignment]
 
     return grade
+
+
+@pytest.fixture(scope="session")
+def graded_class(graded_samples, tmp_path_factory: pytest.TempPathFactory):
+    """a01's graded samples (shared with test_samples), copied, plus a tampered, a corrupt and a
+    misnamed submission and one manual grade: a class with every kind of row, for the class
+    report and the LMS exports.  A copy, so the tests may write reports into it.
+    Returns (course, {student: GradeRow}) where the rows are what grading reported."""
+    import shutil
+
+    import nbformat
+    from nbgrader.api import Gradebook
+
+    from autograder.samples import load_samples, submit_sample
+
+    assignment = "a01_encoding"
+    original, _, rows = graded_samples(assignment)
+    course = Course.open(shutil.copytree(original.root, tmp_path_factory.mktemp("class") / "course"))
+    correct = next(s for s in load_samples(course, assignment) if s.student == "correct")
+    submit_sample(course, correct, "tampered")
+    notebook_path = course.submitted / "tampered" / assignment / "encoding.ipynb"
+    notebook = nbformat.read(notebook_path, as_version=4)
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "test_one_hot_basic":
+            cell.source = "pass  # the test, edited away"
+    nbformat.write(notebook, notebook_path)
+    (course.submitted / "corrupt" / assignment).mkdir(parents=True)
+    (course.submitted / "corrupt" / assignment / "encoding.ipynb").write_text('{"cells": [ not json')
+    (course.submitted / "renamed" / assignment).mkdir(parents=True)
+    shutil.copy(course.submitted / "correct" / assignment / "encoding.ipynb", course.submitted / "renamed" / assignment / "mine.ipynb")
+    extra, _ = grade_assignment(course, assignment, ["tampered", "corrupt", "renamed"], progress=False, workers=1)
+    rows = {**rows, **{row.student: row for row in extra}}
+    with Gradebook(course.db_url) as gradebook:  # a TA grades one written answer in the formgrader
+        grade = gradebook.find_grade("q_label_smoothing", "encoding", assignment, "correct")
+        grade.manual_score = grade.max_score
+        grade.needs_manual_grade = False
+        gradebook.db.commit()
+    return course, rows
