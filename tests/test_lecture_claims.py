@@ -118,3 +118,131 @@ def test_triplet_margin_loss_is_one_term_per_triplet():
     torch.testing.assert_close(torch_loss, per_triplet)
     assert not torch.allclose(torch_loss, per_component)
     assert "one term per triplet" in lecture_text("06_pytorch_loss_tour")["markdown"]
+
+
+# --- lecture 03: which activations are zero-centred, and what the vanishing-gradient demo shows ---------------
+
+def test_only_tanh_and_selu_are_zero_centred():
+    inputs = torch.randn(100_000, generator=torch.Generator().manual_seed(2))
+    means = {name: activation(inputs).mean().item() for name, activation in {
+        "tanh": torch.tanh, "SELU": nn.functional.selu, "leaky ReLU": nn.functional.leaky_relu,
+        "ELU": nn.functional.elu, "ReLU": nn.functional.relu}.items()}
+    assert abs(means["tanh"]) < 0.01 and abs(means["SELU"]) < 0.01
+    assert round(means["leaky ReLU"], 2) == 0.39 and round(means["ELU"], 2) == 0.16
+    # the exact values: E[ReLU(X)] = 1/sqrt(2 pi), leaky ReLU keeps 0.99 of it
+    assert math.isclose(means["leaky ReLU"], 0.99 / math.sqrt(2 * math.pi), abs_tol=0.01)
+    text = lecture_text("03_activations")
+    assert "Tanh, ELU and SELU outputs are centred" not in text["markdown"]
+    assert "about 0.39" in text["markdown"] and "about 0.16" in text["markdown"]
+    assert "leaky ReLU (a = 0.01) on N(0, 1) inputs: +0.393" in text["outputs"]
+    assert "ELU                   on N(0, 1) inputs: +0.158" in text["outputs"]
+
+
+def sigmoid_gradient_ratio(gain, depth=20, width=64, batch=128, seed=0):
+    """Lecture 03's demo: first-layer over last-layer weight-gradient norm of a deep sigmoid MLP."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    layers = [nn.Linear(width, width) for _ in range(depth)]
+    for layer in layers:
+        nn.init.xavier_normal_(layer.weight, gain=gain)
+        nn.init.zeros_(layer.bias)
+    h = torch.randn(batch, width, generator=generator)
+    for layer in layers:
+        h = torch.sigmoid(layer(h))
+    h.pow(2).mean().backward()
+    return layers[0].weight.grad.norm().item() / layers[-1].weight.grad.norm().item()
+
+
+def test_sigmoid_vanishing_gradient_depends_on_the_gain():
+    plain, with_gain = sigmoid_gradient_ratio(1.0), sigmoid_gradient_ratio(4.0)
+    assert 1e-14 < plain < 1e-12          # about 4^-20: plain Glorot loses a factor 4 per layer
+    assert 1e-5 < with_gain < 1e-4        # the sigmoid's own effect, once the weights compensate its slope
+    text = lecture_text("03_activations")
+    assert "even in the best case the gradient shrinks like $4^{-L}$" not in text["markdown"]
+    assert "gain" in text["markdown"] and "3 \\times 10^{-5}" in text["markdown"]
+    assert f"ratio {plain:.0e}" in text["outputs"] and f"ratio {with_gain:.0e}" in text["outputs"]
+
+
+# --- lecture 07: the three small-end limits of float32 exp ---------------------------------------------------
+
+def test_float32_exp_limits():
+    tiny = torch.finfo(torch.float32).tiny
+    assert round(math.log(tiny), 2) == -87.34                   # normal limit
+    assert round(math.log(2.0 ** -149), 2) == -103.28           # subnormal limit
+    assert round(math.log(2.0 ** -150), 2) == -103.97           # zero point
+    assert 0 < torch.exp(torch.tensor(-88.0)).item() < tiny     # subnormal below the normal limit
+    assert torch.exp(torch.tensor(-103.5)).item() == 2.0 ** -149
+    assert torch.exp(torch.tensor(-103.96)).item() == 2.0 ** -149
+    assert torch.exp(torch.tensor(-103.98)).item() == 0.0
+    # the zero point on the float32 grid: the largest float32 whose exp is 0 sits just below ln(2^-150)
+    grid = torch.linspace(-104.0, -103.9, 200_001, dtype=torch.float64).float().unique()
+    largest_zero = grid[torch.exp(grid) == 0].max().item()
+    assert math.log(2.0 ** -150) - 1e-5 < largest_zero < math.log(2.0 ** -150)
+    text = lecture_text("07_floating_point_logsumexp")
+    for name in ("**normal limit**", "**subnormal limit**", "**zero point**"):
+        assert name in text["markdown"], f"lecture 07 must name the {name}"
+    assert "Underflow to 0 below −103.28" not in text["markdown"]
+    assert "−103.97" in text["markdown"] and "−87.34" in text["markdown"] and "−103.28" in text["markdown"]
+    assert "exp( -103.98) in float32 = 0.0000e+00" in text["outputs"]
+
+
+# --- lecture 02: the slope of e^{-kt} on a log axis ----------------------------------------------------------
+
+def test_exponential_decay_slope_depends_on_the_log_base():
+    k, t = 1 / 400, torch.arange(0, 600, dtype=torch.float64)
+    curve = torch.exp(-k * t)
+    slope_ln = ((curve[-1].log() - curve[0].log()) / (t[-1] - t[0])).item()
+    slope_decades = ((curve[-1].log10() - curve[0].log10()) / (t[-1] - t[0])).item()
+    assert math.isclose(slope_ln, -k, rel_tol=1e-9)
+    assert math.isclose(slope_decades, -k / math.log(10), rel_tol=1e-9)
+    text = lecture_text("02_exp_logistic_log")
+    assert "**natural** log" in text["markdown"] and "-k/\\ln 10" in text["markdown"]
+    assert "slope of log10 y = -0.001086 = -k/ln 10 = -0.001086" in text["outputs"]
+
+
+# --- lecture 06 (and everywhere): 'sum' scales SGD's step by N, not Adam's ----------------------------------
+
+def distance_moved(optimizer_class, reduction, steps=5, **options):
+    logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    trained = logits.clone().requires_grad_(True)
+    optimizer = optimizer_class([trained], **options)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(trained, torch.tensor([0, 2, 1, 2]), reduction=reduction).backward()
+        optimizer.step()
+    return (trained.detach() - logits).norm().item()
+
+
+def test_sum_reduction_scales_the_sgd_step_not_the_adam_step():
+    sgd_ratio = distance_moved(torch.optim.SGD, "sum", steps=1, lr=0.1) / distance_moved(torch.optim.SGD, "mean", steps=1, lr=0.1)
+    adam_ratio = distance_moved(torch.optim.Adam, "sum", lr=0.1) / distance_moved(torch.optim.Adam, "mean", lr=0.1)
+    assert math.isclose(sgd_ratio, 4.0, rel_tol=1e-5)      # one SGD step is exactly N = 4 times longer
+    assert math.isclose(adam_ratio, 1.0, rel_tol=0.01)
+    for stem in ("06_pytorch_loss_tour", "10_gradient_descent", "12_adaptive_optimizers", "13_training_loop_anatomy"):
+        assert "multiplies the effective learning rate by $N$." not in lecture_text(stem)["markdown"]
+    assert "with Adam, RMSProp or AdaGrad it changes almost nothing" in lecture_text("06_pytorch_loss_tour")["markdown"]
+    outputs = lecture_text("06_pytorch_loss_tour")["outputs"]
+    assert "SGD : distance moved with 'sum' / with 'mean': after 1 step 4.000" in outputs
+    assert "Adam: distance moved with 'sum' / with 'mean': after 1 step 1.000, after 5 steps 1.000" in outputs
+
+
+# --- lecture 09: the step-size sweep is drawn with h growing to the right ------------------------------------
+
+def test_no_lecture_inverts_an_axis():
+    for path in sorted(LECTURES.glob("*.ipynb")):
+        code = lecture_text(path.stem)["code"]
+        assert "invert_xaxis" not in code and "invert_yaxis" not in code, f"{path.name} inverts an axis"
+    assert "The step size grows to the right" in lecture_text("09_gradient_checking")["markdown"]
+
+
+# --- lecture 10: the batch-size plot's title agrees with the printed results ---------------------------------
+
+def test_batch_size_title_matches_the_printed_gaps():
+    text = lecture_text("10_gradient_descent")
+    assert "small batches make more progress" not in text["code"]
+    assert "Per epoch: B = 20 ends lowest; B = 1 stalls at its noise floor" in text["code"]
+    gaps = {}
+    for line in text["outputs"].splitlines():
+        if "updates in 30 epochs, final loss - optimum = " in line:
+            gaps[line.split(":")[0].strip()] = float(line.rsplit("= ", 1)[1])
+    assert gaps["mini-batch, B = 20"] < gaps["SGD, B = 1"] < gaps["batch GD, B = 200"], gaps

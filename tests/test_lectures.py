@@ -1,4 +1,5 @@
-"""Every lecture notebook in notebooks/ runs quickly on CPU, draws a plot, and is committed with fresh outputs.
+"""Every lecture notebook in notebooks/ runs quickly on CPU, draws a plot, is committed with fresh outputs,
+and solves no graded exercise (lectures teach, assignments test).
 
 Each notebook is executed once (tools/run_lectures.py) and the checks below share that run.
 A stale notebook is fixed with `python tools/run_lectures.py notebooks/<name>.ipynb`.
@@ -6,9 +7,12 @@ A stale notebook is fixed with `python tools/run_lectures.py notebooks/<name>.ip
 
 from __future__ import annotations
 
+import ast
 import functools
+import io
 import re
 import sys
+import tokenize
 
 import nbformat
 import pytest
@@ -90,3 +94,98 @@ def test_lecture_ends_by_pointing_to_an_assignment(path):
     assert last.cell_type == "markdown" and ASSIGNMENT_NAME.search(last.source), (
         f"{path.name} must end with a markdown cell naming the graded assignment it prepares (e.g. a02_cross_entropy)"
     )
+
+
+# --- lectures do not solve the graded exercises ------------------------------------------------------------
+
+SOLUTION_BLOCK = re.compile(r"^[ \t]*### BEGIN SOLUTION[^\n]*\n(.*?)^[ \t]*### END SOLUTION", re.M | re.S)
+
+
+def normalized_lines(code: str) -> list[str]:
+    """Logical lines of code without comments, indentation or spacing, so that layout changes do not hide a copy."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return [" ".join(line.split("#")[0].split()) for line in code.splitlines() if line.split("#")[0].strip()]
+    lines, current = [], []
+    for token in tokens:
+        if token.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
+            if current:
+                lines.append(" ".join(current))
+                current = []
+        elif token.type not in (tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT):
+            current.append(token.string)
+    return lines
+
+
+@functools.cache
+def graded_solutions() -> tuple[tuple[str, frozenset[str], tuple[tuple[str, ...], ...]], ...]:
+    """Per source notebook: the names its solution cells define, and the normalized body of each solution block."""
+    found = []
+    for notebook_path in sorted((REPO / "source").glob("*/*.ipynb")):
+        names, bodies = set(), []
+        for cell in nbformat.read(notebook_path, as_version=4).cells:
+            if cell.cell_type != "code" or "### BEGIN SOLUTION" not in cell.source:
+                continue
+            names.update(defined_names(cell.source))
+            for block in SOLUTION_BLOCK.findall(cell.source):
+                body = tuple(normalized_lines(textwrap_dedent(block)))
+                if body:
+                    bodies.append(body)
+        found.append((str(notebook_path.relative_to(REPO)), frozenset(names), tuple(bodies)))
+    return tuple(found)
+
+
+def textwrap_dedent(block: str) -> str:
+    import textwrap
+
+    return textwrap.dedent(block)
+
+
+def defined_names(code: str) -> set[str]:
+    """Functions and classes defined anywhere in the code, and names bound to a lambda."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return set(re.findall(r"^\s*(?:async\s+)?(?:def|class)\s+(\w+)", code, re.M))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda):
+            names.update(target.id for target in node.targets if isinstance(target, ast.Name))
+    return names
+
+
+def lecture_code(path) -> list[str]:
+    return [cell.source for cell in committed(path).cells if cell.cell_type == "code"]
+
+
+def test_graded_solutions_are_found():
+    solutions = graded_solutions()
+    assert solutions and all(names and bodies for _, names, bodies in solutions), (
+        "every source notebook should have solution cells that define functions; the test cannot see them"
+    )
+
+
+@lecture
+def test_lecture_defines_no_graded_function(path):
+    lecture_names = set().union(*(defined_names(code) for code in lecture_code(path)))
+    clashes = [f"{name} (graded in {notebook})" for notebook, names, _ in graded_solutions()
+               for name in sorted(lecture_names & names)]
+    assert not clashes, (
+        f"{path.name} defines functions with the names of graded functions: {', '.join(clashes)}. "
+        "A lecture builds intuition with other objects; it must not hand out the graded code"
+    )
+
+
+@lecture
+def test_lecture_contains_no_solution_body(path):
+    lecture_lines = [line for code in lecture_code(path) for line in normalized_lines(code)]
+    joined = "\n".join(lecture_lines)
+    for notebook, _, bodies in graded_solutions():
+        for body in bodies:
+            # match whole lines: a one-line body must be a whole line of the lecture, not part of one
+            assert f"\n{chr(10).join(body)}\n" not in f"\n{joined}\n", (
+                f"{path.name} contains the body of a solution from {notebook}:\n  " + "\n  ".join(body)
+            )
