@@ -45,7 +45,11 @@ from .execute import NotebookResult, autograded_notebook
 from .status import Status
 from .wire import safe_text
 
-CSV_FIELDS = ["student", "status", "score", "max_score", "manual_pending", "failed_tests", "messages", "detail", "sandbox"]
+#: Where each submission was graded (job.Provenance): the runner ("local" on the TA's machine),
+#: its host, the device (cpu or the GPU's name), torch and CUDA versions.
+PROVENANCE_FIELDS = ["runner", "host", "device", "torch", "cuda"]
+CSV_FIELDS = ["student", "status", "score", "max_score", "manual_pending", "failed_tests", "messages", "detail", "sandbox",
+              *PROVENANCE_FIELDS]
 STATUS_TABLE = "autograder_status"
 
 
@@ -60,6 +64,8 @@ class GradeRow:
     failures: dict[str, str] = field(default_factory=dict)
     detail: str = ""
     sandbox: str = ""
+    #: PROVENANCE_FIELDS -> value; empty for a submission that was never sent to be graded.
+    provenance: dict[str, str] = field(default_factory=dict)
 
     def as_csv(self) -> dict[str, str]:
         return {
@@ -72,6 +78,7 @@ class GradeRow:
             "messages": " | ".join(f"{name}: {message}" for name, message in self.failures.items()),
             "detail": self.detail,
             "sandbox": self.sandbox,
+            **{key: self.provenance.get(key, "") for key in PROVENANCE_FIELDS},
         }
 
 
@@ -100,13 +107,36 @@ def _ensure_status_table(session) -> None:
             "detail TEXT, sandbox VARCHAR(64), graded_at VARCHAR(40), PRIMARY KEY (assignment, student))"
         )
     )
+    _add_provenance_columns(session)
 
 
-def _write_status(session, assignment: str, student: str, status: Status, detail: str, sandbox: str) -> None:
+#: Databases whose status table is known to have the provenance columns (checked once per run).
+_with_provenance: set[str] = set()
+
+
+def _add_provenance_columns(session) -> None:
+    """Status tables written before runners existed get the provenance columns."""
+    from sqlalchemy import inspect
+
+    bind = session.get_bind()
+    if str(bind.url) in _with_provenance:
+        return
+    present = {column["name"] for column in inspect(session.connection()).get_columns(STATUS_TABLE)}
+    for name in PROVENANCE_FIELDS:
+        if name not in present:
+            session.execute(text(f"ALTER TABLE {STATUS_TABLE} ADD COLUMN {name} VARCHAR(256)"))
+    _with_provenance.add(str(bind.url))
+
+
+def _write_status(session, assignment: str, student: str, status: Status, detail: str, sandbox: str,
+                  provenance: dict[str, str] | None = None) -> None:
     _ensure_status_table(session)
     session.execute(text(f"DELETE FROM {STATUS_TABLE} WHERE assignment = :a AND student = :s"), {"a": assignment, "s": student})
+    where = ", ".join(PROVENANCE_FIELDS)
+    values = ", ".join(f":p_{name}" for name in PROVENANCE_FIELDS)
     session.execute(
-        text(f"INSERT INTO {STATUS_TABLE} (assignment, student, status, detail, sandbox, graded_at) VALUES (:a, :s, :st, :d, :sb, :t)"),
+        text(f"INSERT INTO {STATUS_TABLE} (assignment, student, status, detail, sandbox, graded_at, {where}) "
+             f"VALUES (:a, :s, :st, :d, :sb, :t, {values})"),
         {
             "a": assignment,
             "s": student,
@@ -114,6 +144,7 @@ def _write_status(session, assignment: str, student: str, status: Status, detail
             "d": safe_text(detail, 4000),
             "sb": sandbox,
             "t": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **{f"p_{name}": safe_text((provenance or {}).get(name, ""), 256) for name in PROVENANCE_FIELDS},
         },
     )
 
@@ -235,7 +266,8 @@ class GradebookWriter:
     def close(self) -> None:
         self.gradebook.close()
 
-    def graded(self, submission: Submission, results: list[NotebookResult], status: Status, detail: str, sandbox: str) -> GradeRow:
+    def graded(self, submission: Submission, results: list[NotebookResult], status: Status, detail: str, sandbox: str,
+               provenance: dict[str, str] | None = None) -> GradeRow:
         """Write a graded submission's scores, comments and status, then its autograded notebooks."""
         course, gradebook = self.course, self.gradebook
         staged = _stage_autograded(course, submission, results)
@@ -258,16 +290,19 @@ class GradebookWriter:
             session.flush()
             _late_penalties(course, record)
             _show_status(session, record, status, detail)
-            _write_status(session, submission.assignment, submission.student, status, detail, sandbox)
+            _write_status(session, submission.assignment, submission.student, status, detail, sandbox, provenance)
             session.commit()
         except BaseException:
             session.rollback()
             shutil.rmtree(staged, ignore_errors=True)
             raise
         _swap_in(course, submission, staged)
-        return self._row(submission, status, detail, sandbox, failures)
+        row = self._row(submission, status, detail, sandbox, failures)
+        row.provenance = dict(provenance or {})
+        return row
 
-    def ungraded(self, submission: Submission, status: Status, detail: str, sandbox: str) -> GradeRow:
+    def ungraded(self, submission: Submission, status: Status, detail: str, sandbox: str,
+                 provenance: dict[str, str] | None = None) -> GradeRow:
         """A submission that could not be graded: its status, and for an invalid one grades that await a person."""
         course, gradebook = self.course, self.gradebook
         shutil.rmtree(course.autograded / submission.student / submission.assignment, ignore_errors=True)
@@ -280,7 +315,7 @@ class GradebookWriter:
                         grade.auto_score = None
                         grade.needs_manual_grade = True
                 _show_status(session, record, status, detail)
-            _write_status(session, submission.assignment, submission.student, status, detail, sandbox)
+            _write_status(session, submission.assignment, submission.student, status, detail, sandbox, provenance)
             session.commit()
         except BaseException:
             session.rollback()
@@ -289,7 +324,7 @@ class GradebookWriter:
             max_score = float(gradebook.find_assignment(submission.assignment).max_score)
         except MissingEntry:
             max_score = 0.0
-        return GradeRow(submission.student, status, 0.0, max_score, detail=detail, sandbox=sandbox)
+        return GradeRow(submission.student, status, 0.0, max_score, detail=detail, sandbox=sandbox, provenance=dict(provenance or {}))
 
     def _row(self, submission: Submission, status: Status, detail: str, sandbox: str, failures: dict[str, str]) -> GradeRow:
         """The submission's row as the gradebook now holds it (manual scores and penalties included)."""
