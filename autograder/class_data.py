@@ -74,7 +74,8 @@ class StudentResult:
     max_score: float
     raw_score: float = 0.0
     late_penalty: float = 0.0
-    #: Whether this run recorded scores (False for missing, invalid or grader-error submissions).
+    #: Whether grading recorded scores (False for missing, invalid or grader-error submissions,
+    #: and for one stopped before any test ran).
     graded: bool = False
     cells: list[CellResult] = field(default_factory=list)
     seconds: float | None = None
@@ -193,6 +194,10 @@ def _from_gradebook(submission, max_score: float, statuses: dict[str, tuple[str,
                     needs_manual_grade=bool(grade.needs_manual_grade),
                 )
             )
+    # A submission the grader had to stop (killed past its time budget) keeps its rows with no
+    # automatic scores at all: nothing was graded, so it has no score to report or export.
+    tests = [cell for cell in result.cells if cell.kind == TEST]
+    result.graded = not tests or any(cell.auto_score is not None for cell in tests)
     return result
 
 

@@ -147,3 +147,27 @@ def test_write_report_replaces_the_page(graded_class):
     path, _ = write_report(course, ASSIGNMENT)
     assert path == course.reports / ASSIGNMENT / "report.html" and path.stat().st_size > 0
     assert not list(path.parent.glob(".*.partial"))
+
+
+def test_a_submission_stopped_before_any_test_has_no_score(graded_class, tmp_path):
+    import shutil
+
+    from nbgrader.api import Gradebook
+
+    from autograder.course import Course
+    from autograder.record import _write_status
+    from autograder.status import Status
+
+    course = Course.open(shutil.copytree(graded_class[0].root, tmp_path / "course"))
+    with Gradebook(course.db_url) as gradebook:
+        # What a grader killed past the submission's time budget leaves: rows without automatic scores.
+        gradebook.update_or_create_student("stopped")
+        gradebook.add_submission(ASSIGNMENT, "stopped")
+        _write_status(gradebook.db, ASSIGNMENT, "stopped", Status.TIMEOUT, "killed after 600 s", "bubblewrap")
+        gradebook.db.commit()
+    results = load_class(course, ASSIGNMENT)
+    stopped = next(s for s in results.students if s.student == "stopped")
+    assert stopped.status == "timeout" and not stopped.graded
+    summary = summarise(results)
+    assert all(test.ran == len(results.graded) for test in summary.tests)
+    assert "stopped" not in {s.student for s in summary.slowest}
