@@ -65,16 +65,14 @@ GARBAGE = {
     "multi_hot": "def multi_hot(label_lists, num_classes):\n    return torch.zeros(1)",
     "smooth_labels": "def smooth_labels(encoded, eps):\n    return torch.zeros(1)",
 }
-#: A correct one_hot that keeps every input it is called with; a cell at the end prints them.
-RECORDING_ONE_HOT = '''
+#: Wraps the correct one_hot so that it keeps every input it is called with; a cell at the end prints them.
+RECORDING_ONE_HOT = """
 seen_inputs = []
+_correct_one_hot = one_hot
 def one_hot(labels, num_classes):
-    """Return an (N, num_classes) float32 one-hot encoding of 1-D integer labels."""
     seen_inputs.append(repr(labels))
-    encoded = torch.zeros(len(labels), num_classes)
-    encoded[torch.arange(len(labels)), labels] = 1.0
-    return encoded
-'''
+    return _correct_one_hot(labels, num_classes)
+"""
 PRINT_SEEN = 'print("inputs seen by one_hot:", len(seen_inputs), seen_inputs)'
 
 
@@ -225,6 +223,20 @@ def _hidden_lines(course: Course) -> list[str]:
     return lines
 
 
+def _test_inputs(course: Course, call: str) -> set[str]:
+    """The repr of every literal ``torch.tensor([...])`` a test cell passes to ``call``, hidden tests included."""
+    import torch
+
+    source = nbformat.read(course.source / ASSIGNMENT / NOTEBOOK, as_version=4)
+    found = set()
+    for cell in source.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade") and call in cell.source:
+            for literal in re.findall(r"torch\.tensor\((\[[-0-9, ]*\])\)", cell.source):
+                found.add(repr(torch.tensor(eval(literal))))
+    assert len(found) >= 4, found
+    return found
+
+
 def test_feedback_reaches_the_student_through_the_exchange(doors):
     course, exchange, root = doors
     student_home = root / "student"
@@ -235,7 +247,7 @@ def test_feedback_reaches_the_student_through_the_exchange(doors):
     _nbgrader(course.root, "release_assignment", ASSIGNMENT, "--force")
     _nbgrader(student_home, "fetch_assignment", ASSIGNMENT, *student)
     notebook = _sample(course, "correct")
-    _cell(notebook, "one_hot").source = RECORDING_ONE_HOT
+    _cell(notebook, "one_hot").source += "\n" + RECORDING_ONE_HOT
     notebook.cells.append(nbformat.v4.new_code_cell(PRINT_SEEN))
     nbformat.write(notebook, student_home / ASSIGNMENT / NOTEBOOK)
     _nbgrader(student_home, "submit", ASSIGNMENT, *student)
@@ -265,9 +277,11 @@ def test_feedback_reaches_the_student_through_the_exchange(doors):
     assert "passed" in page
     for line in _hidden_lines(course):
         assert line not in page, f"the feedback shows a hidden test line: {line}"
-    # The test cells called one_hot in copies of the student's process: nothing they
-    # passed in was left for the student's own later cell to print.
-    assert "inputs seen by one_hot: 0 []" in page
+    # The test cells called one_hot in copies of the student's process: nothing they passed
+    # in was left for the student's own later cell to print (it shows the notebook's own calls).
+    printed = next(line for line in page.splitlines() if line.startswith("inputs seen by one_hot:"))
+    for literal in _test_inputs(course, "one_hot("):
+        assert literal not in printed, f"a test's input reached the feedback: {literal}"
 
 
 @pytest.mark.parametrize("status", [Status.TAMPERED, Status.TIMEOUT, Status.MEMORY_LIMIT, Status.KERNEL_DIED])
@@ -309,6 +323,10 @@ def test_nbgrader_export_has_status_and_manual_pending(doors):
     tampered = _rows(course, "tampered")
     assert tampered["status"][0] == str(Status.TAMPERED) and tampered["flagged"] is True
     assert any("test_one_hot_basic" in (comment or "") for _, comment in tampered["comments"])
+    # The note reaches the student's feedback too.
+    assert _api(course).generate_feedback(ASSIGNMENT, "tampered")["success"]
+    feedback = _strip_html((course.root / "feedback" / "tampered" / ASSIGNMENT / "encoding.html").read_text(encoding="utf-8"))
+    assert "Autograder: tampered: test cell 'test_one_hot_basic' was edited" in feedback
     timeout_folder = _submit(course, "timed_out", _sample(course, "correct"))
     with GradebookWriter(course) as writer:
         writer.graded(Submission("timed_out", ASSIGNMENT, timeout_folder), [], Status.TIMEOUT, "ran past its time", "test")
@@ -330,3 +348,30 @@ def test_nbgrader_export_has_status_and_manual_pending(doors):
         pending = sum(1 for nb in submission.notebooks for g in nb.grades if g.needs_manual_grade)
     assert lines["timed_out"]["manual_pending"] == str(pending)
     assert (lines["absent"]["status"], lines["absent"]["manual_pending"], lines["absent"]["first_name"]) == ("missing", "0", "Ada, Jr.")
+
+
+def test_only_short_regular_submission_files_reach_autograded(tmp_path):
+    """timestamp.txt and submission_secret.txt come from the student: a link, a FIFO or a long
+    file is not copied (nor read: a FIFO would block)."""
+    from autograder.record import MAX_TIMESTAMP_BYTES, _copy_submission_files
+
+    submitted, staged = tmp_path / "submitted", tmp_path / "staged"
+    submitted.mkdir()
+    staged.mkdir()
+    (submitted / "timestamp.txt").write_text("2026-11-30 10:00:00.000000 UTC")
+    (submitted / "submission_secret.txt").write_text("0123abcd")
+    _copy_submission_files(submitted, staged)
+    assert (staged / "timestamp.txt").read_text() == "2026-11-30 10:00:00.000000 UTC"
+    assert (staged / "submission_secret.txt").read_text() == "0123abcd"
+
+    for path in staged.iterdir():
+        path.unlink()
+    (submitted / "timestamp.txt").write_text("1" * (MAX_TIMESTAMP_BYTES + 1))
+    (submitted / "submission_secret.txt").unlink()
+    os.mkfifo(submitted / "submission_secret.txt")
+    _copy_submission_files(submitted, staged)
+    (submitted / "timestamp.txt").unlink()
+    (submitted / "timestamp.txt").symlink_to(tmp_path / "elsewhere.txt")
+    (tmp_path / "elsewhere.txt").write_text("2026-11-30 10:00:00.000000 UTC")
+    _copy_submission_files(submitted, staged)
+    assert list(staged.iterdir()) == []
