@@ -12,6 +12,7 @@ import functools
 import io
 import re
 import sys
+import textwrap
 import tokenize
 
 import nbformat
@@ -129,17 +130,11 @@ def graded_solutions() -> tuple[tuple[str, frozenset[str], tuple[tuple[str, ...]
                 continue
             names.update(defined_names(cell.source))
             for block in SOLUTION_BLOCK.findall(cell.source):
-                body = tuple(normalized_lines(textwrap_dedent(block)))
+                body = tuple(normalized_lines(textwrap.dedent(block)))
                 if body:
                     bodies.append(body)
         found.append((str(notebook_path.relative_to(REPO)), frozenset(names), tuple(bodies)))
     return tuple(found)
-
-
-def textwrap_dedent(block: str) -> str:
-    import textwrap
-
-    return textwrap.dedent(block)
 
 
 def defined_names(code: str) -> set[str]:
