@@ -246,3 +246,62 @@ def test_batch_size_title_matches_the_printed_gaps():
         if "updates in 30 epochs, final loss - optimum = " in line:
             gaps[line.split(":")[0].strip()] = float(line.rsplit("= ", 1)[1])
     assert gaps["mini-batch, B = 20"] < gaps["SGD, B = 1"] < gaps["batch GD, B = 200"], gaps
+
+
+# --- lectures 10-12: the bowl 0.05 u^2 + 1.5 v^2 from (4, 1.5), and what torch.optim does on it ----------------
+
+def bowl_path(steps, **sgd_options):
+    curvatures = torch.tensor([0.1, 3.0], dtype=torch.float64)
+    point = torch.tensor([4.0, 1.5], dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.SGD([point], **sgd_options)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (0.5 * (curvatures * point ** 2).sum()).backward()
+        optimizer.step()
+    return point.detach()
+
+
+def test_gradient_descent_on_the_bowl_follows_the_closed_form():
+    for lr in (0.5, 0.75):
+        expected = torch.tensor([4.0 * (1 - 0.1 * lr) ** 20, 1.5 * (1 - 3.0 * lr) ** 20], dtype=torch.float64)
+        torch.testing.assert_close(bowl_path(20, lr=lr), expected, rtol=1e-12, atol=1e-12)
+    assert round(4.0 * 0.95 ** 20, 1) == 1.4
+    text = lecture_text("10_gradient_descent")
+    assert "0.05\\,u^2 + 1.5\\,v^2" in text["markdown"] and "$\\eta < 2/3$" in text["markdown"]
+    assert "shrunk from 4 to about 1.4" in text["markdown"]
+    assert "lr = 0.5: factors (0.950, -0.50); after 20 steps (u, v) = (1.4339," in text["outputs"]
+
+
+def test_nesterov_has_a_smaller_stable_range_than_the_heavy_ball():
+    mu, curvature = 0.5, 3.0
+    assert 2 * (1 + mu) / (1 + 2 * mu) / curvature == 0.5        # Nesterov's limit on this bowl
+    assert bowl_path(200, lr=0.55, momentum=mu).abs().max() < 1e-6
+    assert bowl_path(200, lr=0.55, momentum=mu, nesterov=True).abs().max() > 1e6
+    assert "that is $\\eta < 0.5$, and $\\eta = 0.55$" in lecture_text("11_momentum_nesterov")["markdown"]
+
+
+def test_adam_bias_correction_and_decoupled_decay():
+    # constant gradient: every bias-corrected step is lr long; uncorrected, the first would be 0.1 / sqrt(0.001) = 3.16 lr
+    p = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.Adam([p], lr=1e-3)
+    for step in range(1, 11):
+        before = p.detach().clone()
+        p.grad = torch.tensor([0.5, -0.002], dtype=torch.float64)
+        optimizer.step()
+        torch.testing.assert_close((p.detach() - before).abs(), torch.full((2,), 1e-3, dtype=torch.float64), rtol=1e-5, atol=0)
+        if step == 1:
+            state = optimizer.state[p]
+            assert round((state["exp_avg"] / state["exp_avg_sq"].sqrt())[0].item(), 4) == 3.1623
+    # zero gradient: AdamW shrinks by (1 - lr * wd), Adam's L2 term moves every weight by about lr
+    moved = {}
+    for optimizer_class in (torch.optim.Adam, torch.optim.AdamW):
+        weights = torch.tensor([2.0, -0.5, 0.01], dtype=torch.float64, requires_grad=True)
+        optimizer = optimizer_class([weights], lr=0.1, weight_decay=0.1)
+        weights.grad = torch.zeros(3, dtype=torch.float64)
+        optimizer.step()
+        moved[optimizer_class.__name__] = weights.detach()
+    torch.testing.assert_close(moved["AdamW"], torch.tensor([1.98, -0.495, 0.0099], dtype=torch.float64))
+    torch.testing.assert_close(moved["Adam"], torch.tensor([1.9, -0.4, -0.09], dtype=torch.float64), rtol=0, atol=1e-6)
+    text = lecture_text("12_adaptive_optimizers")
+    assert "$0.1/\\sqrt{0.001} \\approx 3.16$" in text["markdown"] and "overshoots to $-0.09$" in text["markdown"]
+    assert "without the correction:                          [3.1623," in text["outputs"]
