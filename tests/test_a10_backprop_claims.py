@@ -95,3 +95,15 @@ def test_the_spiral_run_learns_and_spikes_before_the_rate_drops(solution):
     assert all(math.isfinite(v) for v in losses)
     assert "schedule = [3.0] * 100 + [1.0] * 50" in "\n".join(
         c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells)
+
+
+def test_torch_sgd_weight_decay_adds_lambda_theta_to_every_parameter_biases_included():
+    layer = torch.nn.Linear(3, 2)
+    before = [p.detach().clone() for p in layer.parameters()]
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5, weight_decay=0.2)
+    for p in layer.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for old, new in zip(before, layer.parameters()):
+        assert torch.allclose(new.detach(), old - 0.5 * 0.2 * old)
+    assert "biases included unless you put them in a parameter group" in _markdown()
