@@ -188,6 +188,22 @@ def _quiz_outcomes():
     d = w.detach()
     d[0] = 10.0
     outcomes["detach"] = (w.tolist(), w.requires_grad)
+    w = _fresh_w()
+    loss = (w * w).sum()
+    loss.backward(retain_graph=True)
+    try:
+        loss.backward()
+        outcomes["retain_graph"] = w.grad.tolist()
+    except RuntimeError:
+        outcomes["retain_graph"] = "RuntimeError"
+    w = _fresh_w()
+    (w * w).sum().backward()
+    try:
+        with torch.no_grad():
+            w -= 0.5 * w.grad
+        outcomes["no_grad_update"] = (w.tolist(), w.requires_grad, w.is_leaf)
+    except RuntimeError:
+        outcomes["no_grad_update"] = "RuntimeError"
     return outcomes
 
 
@@ -197,8 +213,12 @@ def test_a06_quiz_key_matches_pinned_torch():
         "second_backward": {"a": [4.0, 8.0], "b": [2.0, 4.0], "c": "RuntimeError", "d": [0.0, 0.0]},
         "no_grad": {"a": (True, False), "b": (True, True), "c": (False, False), "d": (False, True)},
         "detach": {"a": ([10.0, 2.0], True), "b": ([1.0, 2.0], True), "c": "RuntimeError", "d": ([10.0, 2.0], False)},
+        "retain_graph": {"a": [2.0, 4.0], "b": [4.0, 8.0], "c": "RuntimeError", "d": [0.0, 0.0]},
+        "no_grad_update": {"a": ([0.0, 0.0], True, True), "b": ([0.0, 0.0], False, False), "c": "RuntimeError",
+                           "d": ([1.0, 2.0], True, True)},
     }
-    # The key as the assignment's test cells hold it, so a changed key cannot go unchecked here.
+    # The key as the assignment holds it (the practice self-check cell and the graded hidden tests),
+    # so a changed key cannot go unchecked here.
     notebook = nbformat.read(REPO / "source" / "a06_gradients" / "gradients.ipynb", as_version=4)
     digests = dict(re.findall(r'check_choice\(answers\.get\("(\w+)"\), "([0-9a-f]{16})"', "\n".join(c.source for c in notebook.cells)))
     assert set(digests) == set(meaning), f"the notebook checks {sorted(digests)}"
