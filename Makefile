@@ -42,8 +42,12 @@ release: $(STAMP)
 lectures: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tools/run_lectures.py
 
+# Jupyter refuses to start as root without --allow-root (containers, cloud VMs);
+# a normal user gets the plain command.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter lab
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter lab $(ALLOW_ROOT)
 
 clean:
 	rm -rf submitted autograded feedback reports gradebook.db

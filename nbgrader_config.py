@@ -4,6 +4,21 @@ c = get_config()  # noqa: F821 - injected by nbgrader
 
 c.CourseDirectory.course_id = "lossfn"
 
+# The exchange (where Release, Fetch, Submit and Feedback meet) is course-local, so a
+# single-machine course works out of the box: the student's Assignment List shows "no
+# assignments" before any release instead of "Error fetching courses" (nbgrader's default,
+# /srv/nbgrader/exchange, is missing or unwritable on most machines).  On JupyterHub,
+# where students and TAs are different users, delete these lines and set one shared
+# exchange for everyone instead (README, "The exchange").
+import os  # noqa: E402
+
+_course_exchange = os.path.join(os.path.dirname(os.path.abspath(__file__)), "exchange")
+try:
+    os.makedirs(_course_exchange, exist_ok=True)
+except OSError:
+    pass  # a read-only clone: nbgrader then names the unwritable folder itself
+c.Exchange.root = _course_exchange
+
 # Test cells read their helpers from course_checks, installed with the course
 # environment, so release folders carry notebooks only.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
