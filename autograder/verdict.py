@@ -263,13 +263,17 @@ class _RemoteCall:
         reply, blobs = self.kernel.request(header, encoder.blobs, self.deadline.left())
         if not reply.get("ok"):
             raise student_exception(reply.get("error"))
+        if self.forbids:
+            _refuse_forbidden_calls(reply, self.forbids)
         if "unreadable" in reply:
             raise Interrupted(UNREADABLE, f"{str(reply['unreadable'])[:300]}: student functions must return tensors, arrays, numbers, strings or lists/tuples/dicts of those")
         try:
             result = wire.decode(reply.get("result"), blobs, build_model=_model_builder(sent_models), resolve_callable=self._proxy)
             if "args_after" in reply:
                 after = wire.decode(reply["args_after"], blobs, build_model=_state_collector, resolve_callable=self._proxy)
-                _copy_back((self.args, self.kwargs), after)
+                changes = _take_back((self.args, self.kwargs), after)
+                if changes:
+                    course_checks.report_mutations(self.name, changes)
         except wire.WireError as err:
             raise Interrupted(PROTOCOL, f"the student's process sent a malformed value: {err}") from None
         self.result = result
@@ -297,6 +301,26 @@ class _RemoteCall:
         if not isinstance(result, list):
             raise Interrupted(PROTOCOL, "the student's process sent malformed gradients")
         return result
+
+
+def _refuse_forbidden_calls(reply: dict, forbids: list) -> None:
+    """Fail the call when the dispatcher events the worker saw show that a forbidden function
+    ran, whatever name the student's code used to reach it (an alias, ``torch.ops.aten``)."""
+    broken = reply.get("watch_broken")
+    if broken is not None:
+        raise course_checks.ForbiddenCallError(
+            f"this exercise is from scratch, and the grader watches which library functions it calls, but {wire.safe_text(broken, 200)}"
+        )
+    events = reply.get("dispatched")
+    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+        raise Interrupted(PROTOCOL, "the student's process did not say which library functions the call ran")
+    for names, hint in forbids:
+        found = course_checks.forbidden_event(events, list(names))
+        if found is not None:
+            event, qualname = found
+            raise course_checks.ForbiddenCallError(
+                course_checks.forbidden_call_message(f"{qualname} (torch ran {event})", hint)
+            )
 
 
 def _models_in(value: Any) -> list[wire.ModelSpec]:
@@ -346,60 +370,54 @@ def _replace_tensors(value: Any, mapping: dict[int, torch.Tensor]) -> Any:
     return value
 
 
-def _copy_back(original: Any, after: Any, depth: int = 0) -> None:
-    """Make the grader's arguments look like the student's arguments after the call."""
+def _take_back(arguments: tuple[tuple, dict], after: Any) -> list[str]:
+    """Bring the student's in-place changes back where updating in place is the contract, and
+    report, without copying, every other change the call made to its inputs.
+
+    Updating in place is what a training step does to parameters: a model's state and a leaf
+    tensor that requires grad (``p -= lr * p.grad``) come back.  Any other argument (a batch of
+    logits, targets, a list) stays as the test made it, so that a reference the test computes
+    from it afterwards is computed from what the test passed, never from what the student wrote;
+    the change is returned in words for ``check_not_mutated`` and for the verdict's note."""
+    args, kwargs = arguments
+    if not (isinstance(after, tuple) and len(after) == 2 and isinstance(after[0], tuple) and isinstance(after[1], dict)):
+        return []
+    changes: list[str] = []
+    named_after = dict(course_checks._argument_names(after[0], after[1]))
+    for name, original in course_checks._argument_names(args, kwargs):
+        if name in named_after:
+            _take_back_value(original, named_after[name], name, changes, 0)
+    return changes
+
+
+def _take_back_value(original: Any, after: Any, where: str, changes: list[str], depth: int) -> None:
     if depth > wire.MAX_DEPTH:
         return
-    if isinstance(original, torch.Tensor) and isinstance(after, torch.Tensor):
-        with torch.no_grad():
-            if original.shape == after.shape and original.dtype == after.dtype:
-                if not torch.equal(original.detach(), after.detach()):
-                    original.copy_(after)
-            else:
-                original.data = after.detach().clone()
-        if original.is_leaf:
-            if original.requires_grad != after.requires_grad and (original.is_floating_point() or original.is_complex()):
-                original.requires_grad_(after.requires_grad)
-            if after.grad is None or after.grad.shape == original.shape:
-                original.grad = after.grad
-    elif isinstance(original, np.ndarray) and isinstance(after, np.ndarray):
-        if original.shape == after.shape and original.dtype == after.dtype and original.flags.writeable:
-            if not np.array_equal(original, after, equal_nan=original.dtype.kind in "fc"):
-                original[...] = after
-    elif isinstance(original, torch.nn.Module) and isinstance(after, ModelState):
+    if isinstance(original, torch.nn.Module) and isinstance(after, ModelState):
         wire.load_model_state(original, after.state, after.grads, after.training)
-    elif isinstance(original, list) and isinstance(after, list):
-        if len(original) == len(after):
-            for index, (a, b) in enumerate(zip(original, after)):
-                if _is_mutable(a):
-                    _copy_back(a, b, depth + 1)
-                elif not _same_plain(a, b):
-                    original[index] = b
+    elif isinstance(original, torch.Tensor) and original.is_leaf and original.requires_grad and isinstance(after, torch.Tensor):
+        _copy_parameter(original, after)
+    elif isinstance(original, (list, tuple)) and isinstance(after, (list, tuple)) and len(original) == len(after):
+        for index, (a, b) in enumerate(zip(original, after)):
+            _take_back_value(a, b, f"{where}[{index}]", changes, depth + 1)
+    elif isinstance(original, dict) and isinstance(after, dict) and original.keys() == after.keys():
+        for key in original:
+            _take_back_value(original[key], after[key], f"{where}[{key!r}]", changes, depth + 1)
+    elif isinstance(original, (torch.Tensor, np.ndarray, list, tuple, dict)):
+        changes.extend(course_checks._changes(after, course_checks._snapshot(original), where))
+
+
+def _copy_parameter(original: torch.Tensor, after: torch.Tensor) -> None:
+    with torch.no_grad():
+        if original.shape == after.shape and original.dtype == after.dtype:
+            if not torch.equal(original.detach(), after.detach()):
+                original.copy_(after)
         else:
-            original[:] = after
-    elif isinstance(original, tuple) and isinstance(after, tuple) and len(original) == len(after):
-        for a, b in zip(original, after):
-            _copy_back(a, b, depth + 1)
-    elif isinstance(original, dict) and isinstance(after, dict):
-        for key in list(original):
-            if key not in after:
-                del original[key]
-        for key, value in after.items():
-            if key in original and _is_mutable(original[key]):
-                _copy_back(original[key], value, depth + 1)
-            elif key not in original or not _same_plain(original[key], value):
-                original[key] = value
-
-
-def _is_mutable(value: Any) -> bool:
-    return isinstance(value, (torch.Tensor, np.ndarray, list, dict, tuple, torch.nn.Module))
-
-
-def _same_plain(a: Any, b: Any) -> bool:
-    try:
-        return type(a) is type(b) and bool(a == b)
-    except Exception:  # noqa: BLE001
-        return False
+            original.data = after.detach().clone()
+    if original.requires_grad != after.requires_grad and (original.is_floating_point() or original.is_complex()):
+        original.requires_grad_(after.requires_grad)
+    if after.grad is None or after.grad.shape == original.shape:
+        original.grad = after.grad
 
 
 # -- running a test cell ---------------------------------------------------------
@@ -582,6 +600,16 @@ def _isolated_globals() -> Iterator[None]:
         torch.set_grad_enabled(grad)
 
 
+def _mutation_note(message: str) -> str:
+    """A failed test also says which student functions changed their inputs in place (which the
+    grader reported instead of copying back), unless the failure already says so."""
+    changes = [c for c in dict.fromkeys(course_checks._REPORTED_MUTATIONS) if c.partition(": ")[2] not in message]
+    if not changes or "changed its caller's input" in message:
+        return ""
+    more = f" (and {len(changes) - 2} more)" if len(changes) > 2 else ""
+    return f"\nNote: {'; '.join(changes[:2])}{more}. The test used the inputs as it made them, not as they were changed."
+
+
 def run_test(kernel: Kernel, grade_id: str, source: str, points: float, seconds: float) -> Verdict:
     """Run one trusted test cell against the student's code and decide pass or fail."""
     filename = f"<test {grade_id}>"
@@ -591,6 +619,7 @@ def run_test(kernel: Kernel, grade_id: str, source: str, points: float, seconds:
         return Verdict(grade_id, points, False, "SyntaxError", f"the test cell does not compile: {err}", "the test could not run", True)
     namespace = trusted_namespace()
     deadline = Deadline(seconds)
+    course_checks._REPORTED_MUTATIONS.clear()
     try:
         # The alarm is a backstop for the trusted code; calls into the sandbox time out first.
         with _isolated_globals(), _alarm(seconds + 2):
@@ -604,6 +633,7 @@ def run_test(kernel: Kernel, grade_id: str, source: str, points: float, seconds:
     except Exception as err:  # noqa: BLE001 - a failing check or a student exception is the verdict
         is_hidden = _failed_line(err, filename) in hidden or not _failed_line(err, filename)
         ename, message = wire.safe_text(type(err).__name__, 200), wire.safe_text(err, 8000)
+        message += _mutation_note(message)
         public = redact(message) if is_hidden and isinstance(err, AssertionError) else message
         return Verdict(grade_id, points, False, ename, message, public[:2000], is_hidden)
     return Verdict(grade_id, points, True)

@@ -117,6 +117,55 @@ def _python_source(source: str) -> str:
     return "\n".join(out)
 
 
+class DispatcherWatch:
+    """Records the names of the operations torch's dispatcher runs during a block.
+
+    It uses torch's own profiler, which sees every operator call (and every optimizer
+    step) however the Python code reached it.  A random label recorded first proves the
+    events come from this watch's own session: a call that stops the profiler, or starts
+    its own, leaves ``broken`` set.  The profiler watches the calling thread only."""
+
+    #: Distinct event names kept (a call can run thousands of operators, mostly the same few).
+    MAX_EVENTS = 4096
+
+    def __init__(self, torch: Any) -> None:
+        self.torch = torch
+        self.events: list[str] = []
+        self.broken = ""
+        self._label = "autograder-watch-" + os.urandom(8).hex()
+
+    def __enter__(self) -> "DispatcherWatch":
+        autograd = self.torch.autograd
+        if autograd._profiler_enabled():
+            try:  # a profiler the student's own code left running
+                autograd._disable_profiler_legacy()
+            except Exception:  # noqa: BLE001
+                pass
+        config = autograd.ProfilerConfig(autograd.ProfilerState.CPU, False, False, False, False, False,
+                                         self.torch._C._profiler._ExperimentalConfig())
+        autograd._enable_profiler_legacy(config)
+        with self.torch.autograd.profiler.record_function(self._label):
+            pass
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            threads = self.torch.autograd._disable_profiler_legacy()
+        except Exception as err:  # noqa: BLE001 - the student's code stopped the profiler
+            self.broken = f"the profiler was stopped during the call ({type(err).__name__})"
+            return
+        seen: dict[str, None] = {}
+        for thread in threads:
+            for event in thread:
+                name = event.name()
+                if name and not name.startswith("__") and len(seen) < self.MAX_EVENTS:
+                    seen.setdefault(name[:200], None)
+        if self._label not in seen:
+            self.broken = "the profiler was restarted during the call"
+        seen.pop(self._label, None)
+        self.events = list(seen)
+
+
 class Worker:
     def __init__(self, sock: socket.socket, config: dict) -> None:
         import numpy as np
@@ -313,11 +362,15 @@ class Worker:
             args, kwargs = _to_device((args, kwargs), torch.device("cuda"), torch)
         sink = _CappedText(0, "discarded")
         keep_graph = bool(header.get("keep_graph"))
+        forbids = header.get("forbids", [])
+        watch = DispatcherWatch(torch) if forbids else None
         try:
             with self._captured(sink, sink), contextlib.ExitStack() as stack:
-                for names, hint in header.get("forbids", []):
+                for names, hint in forbids:
                     stack.enter_context(self.forbid(*names, hint=hint))
                 stack.enter_context(torch.set_grad_enabled(bool(header.get("grad_enabled", True))))
+                if watch is not None:
+                    stack.enter_context(watch)
                 result = function(*args, **kwargs)
         except BaseException as err:  # noqa: BLE001 - the student's exception is the answer
             return {"ok": False, "error": wire.encode_error(err, _student_traceback(err))}, []
@@ -326,6 +379,11 @@ class Worker:
             reply: dict[str, Any] = {"ok": True, "result": encoder.encode(result)}
         except wire.Unencodable as err:
             return {"ok": True, "unreadable": f"{name} returned {err}"}, []
+        if watch is not None:
+            # The grader decides whether a forbidden function ran; this process only reports what it saw.
+            reply["dispatched"] = watch.events
+            if watch.broken:
+                reply["watch_broken"] = watch.broken
         after = wire.Encoder(model_spec=wire.model_origin, callable_name=lambda value: self._passed_functions.get(id(value)))
         try:
             after_tree = after.encode((args, kwargs))

@@ -35,7 +35,7 @@ from autograder.record import stored_statuses
 from conftest import REPO
 
 import attacks
-from fixture import ASSIGNMENT, make_course, processes_matching, release_notebook, submit
+from fixture import ASSIGNMENT, children_left, make_course, orphans_come_here, processes_matching, release_notebook, submit
 
 LIMITS = sandbox.Limits(
     cell_seconds=4, notebook_seconds=30, memory_bytes=2 * 2**30, processes=64, frame_bytes=64 * 2**20, restarts=2
@@ -112,6 +112,8 @@ class GradedClass:
     server: AnswerServer
     uids: set[int]
     release: nbformat.NotebookNode
+    #: Processes still alive after grading that grading started (pool processes, sandboxes).
+    children_left: list[str]
 
 
 @pytest.fixture(scope="module")
@@ -133,20 +135,27 @@ def graded(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module) -> Grad
         submit(course, attack.student, attacks.build(attack, release, context))
     with Gradebook(course.db_url) as gradebook:
         gradebook.add_student("absent_student")
-    uids: set[int] = set()
+    # Sandboxes start in the pool processes: the uids they get are written down where this process can read them.
+    uid_log = course.root.parent / "sandbox-uids.txt"
     real_uid = sandbox.sandbox_uid
 
     def recording_uid() -> int:
         uid = real_uid()
-        uids.add(uid)
+        with uid_log.open("a") as log:
+            log.write(f"{uid}\n")
         return uid
 
     monkeypatch_module.setattr(sandbox, "sandbox_uid", recording_uid)
     before = snapshot(course.root)
-    rows, _ = grade_assignment(course, ASSIGNMENT, None, progress=False, limits=LIMITS)
+    # The whole hostile class beside honest students, two submissions at a time, as a TA runs it.
+    with orphans_come_here():
+        rows, _ = grade_assignment(course, ASSIGNMENT, None, progress=False, limits=LIMITS, workers=2)
+        left = children_left()
     # Detached children would act now, after grading: give them the time.
     time.sleep(7)
-    yield GradedClass(course, {r.student: r for r in rows}, before, snapshot(course.root), marker, server, uids, release)
+    uids = {int(line) for line in uid_log.read_text().split()} if uid_log.exists() else set()
+    yield GradedClass(course, {r.student: r for r in rows}, before, snapshot(course.root), marker, server, uids, release,
+                      left)
     server.close()
 
 
@@ -199,7 +208,9 @@ def test_nothing_outside_the_submissions_scratch_folder_changed(graded):
 
 
 def test_no_process_outlives_grading(graded):
+    assert graded.uids, "no sandbox uid was recorded: the check below would see nothing"
     assert not processes_matching(graded.marker, graded.uids)
+    assert not graded.children_left, f"pool processes or sandboxes outlived grading: {graded.children_left}"
 
 
 @pytest.mark.skipif(not BWRAP, reason="network isolation needs bubblewrap")

@@ -21,6 +21,14 @@ def scale_in_place(x):
     x *= 3
     return x
 
+def zero_and_match(x):
+    x.zero_()
+    return x + 1
+
+def step_in_place(p, lr):
+    with torch.no_grad():
+        p -= lr * p.grad
+
 def append_one(items):
     items.append(1)
     return len(items)
@@ -108,11 +116,22 @@ def test_a_correct_function_passes_and_a_wrong_check_fails(kernel):
     assert not failed.passed and failed.ename == "AssertionError" and "triple it" in failed.message
 
 
-def test_in_place_changes_come_back_so_mutation_checks_work(kernel):
+def test_in_place_changes_to_inputs_are_reported_never_copied_into_the_test_s_values(kernel):
     result = verdict(kernel, "x = torch.ones(3)\ncheck_not_mutated(scale_in_place, x, what='scale_in_place')")
     assert not result.passed and "had 3 of 3 value(s) overwritten" in result.message
-    assert verdict(kernel, "x = torch.ones(3)\nscale_in_place(x)\ncheck(bool((x == 3).all()), 'x is scaled in place')").passed
-    assert verdict(kernel, "items = [0]\nn = append_one(items)\ncheck(items == [0, 1] and n == 2, 'list grew')").passed
+    # A reference the test computes from its input after the call is computed from what it passed:
+    # a function that rewrites its input to match its own wrong answer gains nothing.
+    cheat = verdict(kernel, "x = torch.ones(3)\ny = zero_and_match(x)\ncheck_close(y, x + 1, what='x + 1')")
+    assert not cheat.passed and "Note: zero_and_match: argument 1 had 3 of 3 value(s) overwritten" in cheat.message
+    assert verdict(kernel, "x = torch.ones(3)\nscale_in_place(x)\ncheck(bool((x == 1).all()), 'x is as the test made it')").passed
+    assert verdict(kernel, "items = [0]\nn = append_one(items)\ncheck(items == [0] and n == 2, 'list as the test made it')").passed
+
+
+def test_parameters_updated_in_place_come_back(kernel):
+    # Updating a leaf that requires grad (p -= lr * p.grad) or a model is a training step's contract.
+    step = ("p = torch.ones(3, requires_grad=True)\np.grad = torch.full((3,), 2.0)\nstep_in_place(p, 0.5)\n"
+            "check(bool((p == 0).all()), 'p was stepped')")
+    assert verdict(kernel, step).passed
 
 
 def test_student_exceptions_are_reraised_by_type(kernel):

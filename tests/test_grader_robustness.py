@@ -12,6 +12,7 @@ import pytest
 
 import attacks
 from autograder import grade as grade_module
+from autograder import job as job_module
 from autograder import cgroups, sandbox
 from autograder.collect import Submission
 from autograder.execute import KernelSession, _text
@@ -19,7 +20,7 @@ from autograder.record import MAX_TIMESTAMP_BYTES, _timestamp
 from autograder.grade import grade_assignment
 from autograder.record import stored_statuses
 from autograder.status import Status
-from fixture import ASSIGNMENT, make_course, release_notebook, submit
+from fixture import ASSIGNMENT, children_left, make_course, orphans_come_here, release_notebook, submit
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -28,7 +29,7 @@ def test_a_grader_failure_on_one_submission_does_not_stop_the_class(tmp_path, mo
     release = release_notebook(course)
     for student in ("aaa_correct", "mmm_unlucky", "zzz_correct"):
         submit(course, student, attacks.honest("correct", release))
-    real_plan = grade_module.plan_notebook
+    real_plan = job_module.plan_notebook
 
     def plan_that_fails_for_one(submitted, trusted):
         if any("unlucky" in str(cell.get("source", "")) for cell in submitted.cells):
@@ -37,7 +38,7 @@ def test_a_grader_failure_on_one_submission_does_not_stop_the_class(tmp_path, mo
 
     notebook = (course.submitted / "mmm_unlucky" / ASSIGNMENT / "adv.ipynb")
     notebook.write_text(notebook.read_text().replace("Doubling is linear", "unlucky: doubling is linear"))
-    monkeypatch.setattr(grade_module, "plan_notebook", plan_that_fails_for_one)
+    monkeypatch.setattr(job_module, "plan_notebook", plan_that_fails_for_one)
 
     rows, csv_path = grade_assignment(course, ASSIGNMENT, None, progress=False, workers=workers)
 
@@ -175,3 +176,40 @@ def test_grading_some_students_merges_into_the_class_grades_csv(tmp_path):
     with csv_path.open() as handle:
         scores = {row["student"]: row["score"] for row in csv.DictReader(handle)}
     assert scores == {"ann": "5", "bob": "5", "cy": "5"}, scores
+
+
+def test_grader_work_stuck_in_c_code_is_stopped_at_the_submission_s_budget(tmp_path, monkeypatch):
+    # A regular expression that backtracks for minutes holds the interpreter in C code, where
+    # no alarm can interrupt it: only killing the process that grades the submission stops it.
+    import re
+
+    course = make_course(tmp_path / "course")
+    release = release_notebook(course)
+    for student in ("aaa_correct", "mmm_stuck", "zzz_correct"):
+        submit(course, student, attacks.honest("correct", release))
+    notebook = course.submitted / "mmm_stuck" / ASSIGNMENT / "adv.ipynb"
+    notebook.write_text(notebook.read_text().replace("Doubling is linear", "stuck: doubling is linear"))
+    real_plan = job_module.plan_notebook
+
+    def plan_stuck_in_c_for_one(submitted, trusted):
+        if any("stuck" in str(cell.get("source", "")) for cell in submitted.cells):
+            re.match(r"(a+)+$", "a" * 32 + "b")
+        return real_plan(submitted, trusted)
+
+    monkeypatch.setattr(job_module, "plan_notebook", plan_stuck_in_c_for_one)
+    real_budget = grade_module.submission_budget
+    monkeypatch.setattr(grade_module, "submission_budget", lambda limits, submission, trusted:
+                        10.0 if submission.student == "mmm_stuck" else real_budget(limits, submission, trusted))
+    with orphans_come_here():
+        rows, _ = grade_assignment(course, ASSIGNMENT, None, progress=False, workers=2)
+        left = children_left()
+
+    by_student = {row.student: row for row in rows}
+    stuck = by_student["mmm_stuck"]
+    assert stuck.status == Status.TIMEOUT and stuck.score == 0, (stuck.status, stuck.detail)
+    assert "10 s budget" in stuck.detail
+    assert stored_statuses(course, ASSIGNMENT)["mmm_stuck"][0] == "timeout"
+    assert by_student["aaa_correct"].status == Status.GRADED and by_student["aaa_correct"].score == 5
+    assert by_student["zzz_correct"].status == Status.GRADED and by_student["zzz_correct"].score == 5
+    assert not left, f"a pool process or sandbox outlived grading: {left}"
+    assert not list((course.autograded / "mmm_stuck").glob(f".{ASSIGNMENT}.*")), "a staging folder was left behind"

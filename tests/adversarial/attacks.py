@@ -453,6 +453,37 @@ def safe_log(x):
         after=["print('SEEN', len(seen), seen)"],
         exact_score=5,
     ),
+    # -- forbidden shortcuts, reached around the names forbid() swaps -------------------
+    # test_safe_log forbids F.softplus; log(x) = softplus(log(x - 1)) for x >= 1 gets its
+    # point only if the shortcut goes unnoticed ("wrong" scores 0 on safe_log).
+    Attack(
+        "forbid_alias", "call a forbidden function through an alias saved before the rule applied", "wrong", "graded",
+        "not measured",
+        cells={"safe_log": "_softplus = torch.nn.functional.softplus\ndef safe_log(x):\n    if bool((x < 0).any()):\n"
+                           "        raise ValueError('negative')\n    return _softplus(torch.log(x - 1))"},
+        exact_score=0,
+    ),
+    Attack(
+        "forbid_aten", "call a forbidden function through torch.ops.aten", "wrong", "graded", "not measured",
+        cells={"safe_log": "def safe_log(x):\n    if bool((x < 0).any()):\n        raise ValueError('negative')\n"
+                           "    return torch.ops.aten.softplus(torch.log(x - 1), 1, 20)"},
+        exact_score=0,
+    ),
+    Attack(
+        "forbid_restore", "put the real function back inside the call, then use it", "wrong", "graded", "not measured",
+        cells={"safe_log": "def safe_log(x):\n    if bool((x < 0).any()):\n        raise ValueError('negative')\n"
+                           "    torch.nn.functional.softplus = torch._C._nn.softplus\n"
+                           "    return torch.nn.functional.softplus(torch.log(x - 1))"},
+        exact_score=0,
+    ),
+    Attack(
+        "forbid_unwatched", "switch off the profiler that watches the call, then use the shortcut", "wrong", "graded",
+        "not measured",
+        cells={"safe_log": "def safe_log(x):\n    if bool((x < 0).any()):\n        raise ValueError('negative')\n"
+                           "    try:\n        torch.autograd._disable_profiler_legacy()\n    except Exception:\n        pass\n"
+                           "    return torch._C._nn.softplus(torch.log(x - 1))"},
+        exact_score=0,
+    ),
     # -- limits for the submission as a whole (a control group per sandbox) ------------
     Attack(
         "memfd_hoard", "hold memory no process is charged for, through memfd_create", "correct", "memory limit", "not measured",
