@@ -137,7 +137,7 @@ def test_canvas_csv_follows_the_gradebook_import_format(graded_class, roster):
     assert table[1] == ["Points Possible", "", "", "", "", "12"]
     body = {line[0]: line for line in table[2:]}
     assert body == {
-        "Doe, Jane": ["Doe, Jane", "1001", "S1001", "jdoe", "Lab A", "12"],  # 10 automatic + 2 manual
+        "Doe, Jane": ["Doe, Jane", "1001", "S1001", "jdoe", "Lab A", f"{rows['correct'].score + 2:g}"],  # + 2 by hand
         "max_not_argmax": ["max_not_argmax", "1002", "", "", "Lab B", f"{rows['max_not_argmax'].score:g}"],
         "corrupt": ["corrupt", "", "", "corrupt_login", "Lab A", ""],  # nothing graded: empty, never 0
     }
