@@ -159,3 +159,71 @@ def test_a09_train_mode_dropout_output_is_a_masked_forward_pass():
 def test_a09_softmax_before_cross_entropy_has_the_floor_the_notebook_derives():
     logits = torch.tensor([[50.0, -50.0, -50.0]])
     assert F.cross_entropy(logits.softmax(dim=1), torch.tensor([0])).item() == pytest.approx(math.log(1 + 2 / math.e))
+
+
+# -- a09: a crash is named only by the error message its mistake raises ---------
+# The samples for these mistakes crash in every cell that trains, so the suite's
+# sample check can only look for the raw error there (named = false); this runs
+# the two cells that name them, in-process, against each sample's function.
+
+
+def _a09_cell_and_samples(grade_id):
+    import tomllib
+
+    import nbformat
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from conftest import REPO
+
+    notebook = nbformat.read(REPO / "source" / "a09_training_loop" / "training.ipynb", as_version=4)
+    cell = next(c.source for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+    samples = {s["student"]: s for s in tomllib.loads((REPO / "samples" / "a09_training_loop.toml").read_text())["sample"]}
+
+    def names_with(student, function):
+        names = {name: getattr(cc, name) for name in cc.__all__}
+        names.update(torch=torch, F=F, np=cc.np, math=math, nn=nn, DataLoader=DataLoader, TensorDataset=TensorDataset)
+        exec(samples[student]["cells"][function], names)
+        return names
+
+    return cell, names_with
+
+
+@pytest.mark.parametrize("student,mistake", [
+    ("parameters_not_called", "model.parameters passed to the optimizer without calling it"),
+    ("parameters_generator_reused", "a model.parameters() generator used up before it reached the optimizer"),
+    ("item_on_batch", ".item() on a tensor with one value per sample"),
+])
+def test_a09_train_one_epoch_crashes_are_named(student, mistake):
+    cell, names_with = _a09_cell_and_samples("test_train_one_epoch")
+    with pytest.raises(AssertionError) as failure:
+        exec(cell, names_with(student, "train_one_epoch"))
+    assert str(failure.value).startswith(f"{cc.LIKELY}{mistake}"), str(failure.value)
+
+
+def test_a09_train_one_epoch_names_float64_inputs():
+    cell, names_with = _a09_cell_and_samples("test_train_one_epoch")
+    with pytest.raises(AssertionError) as failure:
+        exec(cell, names_with("float64_inputs", "train_one_epoch"))
+    assert str(failure.value).startswith(f"{cc.LIKELY}float64 inputs fed to the float32 model"), str(failure.value)
+
+
+def test_a09_evaluate_names_item_on_a_batch_and_float64_inputs():
+    cell, names_with = _a09_cell_and_samples("test_evaluate")
+    with pytest.raises(AssertionError) as failure:
+        exec(cell, names_with("evaluate_float64_inputs", "evaluate"))
+    assert str(failure.value).startswith(f"{cc.LIKELY}float64 inputs fed to the float32 model"), str(failure.value)
+
+    def item_on_batch(model, X, y, batch_size, device):
+        """evaluate with the per-sample comparisons turned into a number without summing them first."""
+        model.eval()
+        with torch.no_grad():
+            logits = model(X.float())
+        correct = (logits.argmax(dim=1) == y).item()
+        return {"loss": F.cross_entropy(logits, y).item(), "accuracy": correct / len(X), "logits": logits}
+
+    names = names_with("evaluate_float64_inputs", "evaluate")
+    names["evaluate"] = item_on_batch
+    with pytest.raises(AssertionError) as failure:
+        exec(cell, names)
+    assert str(failure.value).startswith(f"{cc.LIKELY}.item() on a tensor with one value per sample"), str(failure.value)
