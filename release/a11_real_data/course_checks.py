@@ -434,11 +434,28 @@ def _argument_names(args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
     return named + [(f"argument {key!r}", value) for key, value in kwargs.items()]
 
 
+#: Changes student functions made to their inputs that the grader saw but did not copy back
+#: (see ``report_mutations``), oldest first; a test cell starts with none.
+_REPORTED_MUTATIONS: list[str] = []
+
+
+def report_mutations(function: str, changes: Sequence[str]) -> None:
+    """Record that ``function`` changed its caller's inputs in place.
+
+    The sandboxed grader calls this instead of copying the change back: a test's
+    arguments stay as the test made them, so a reference computed from them after
+    the call is computed from what the test passed.  ``check_not_mutated`` and
+    the verdict's note read what was reported."""
+    _REPORTED_MUTATIONS.extend(f"{function}: {change}" for change in changes)
+
+
 def check_not_mutated(fn: Callable[..., Any], *args: Any, what: str, hint: str | None = None, **kwargs: Any) -> Any:
     """Call ``fn`` and fail if it changed any argument (values, requires_grad, .grad); return its result."""
     before = [(name, value, _snapshot(value)) for name, value in _argument_names(args, kwargs)]
+    reported = len(_REPORTED_MUTATIONS)
     result = fn(*args, **kwargs)
     changes = [change for name, value, snap in before for change in _changes(value, snap, name)]
+    changes += [change.partition(": ")[2] for change in _REPORTED_MUTATIONS[reported:]]
     if changes:
         _fail(f"{what} changed its caller's input: {'; '.join(changes[:3])}",
               hint or "work on a new tensor (`x = x - ...`, `x.clone()`), never on the caller's one")
