@@ -16,6 +16,12 @@ nbgrader keeps what it is good at (finding the submissions, ``--student``,
 rows, exit codes and the API's success/log reply); its preprocessors, its
 Execute among them, never run.
 
+Inside a process with other threads (the Jupyter server behind the formgrader's
+button) the engine runs in a fresh Python process of its own: the engine forks
+its pool processes, and a fork taken while another thread holds a lock can
+hang; the server also never imports torch.  Elsewhere (``nbgrader autograde``,
+a script) it runs in-process.
+
 A submission the engine cannot grade (``invalid notebook``, ``missing``,
 ``grader error``) is recorded with its status and then reported to nbgrader as
 a failure, so ``nbgrader autograde`` exits 1 and the API answers
@@ -26,6 +32,12 @@ graded (their autograded notebooks exist) and logged as warnings.
 
 from __future__ import annotations
 
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import threading
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,11 +85,13 @@ class Graded:
     notebooks: dict[str, str]
 
 
-def grade_submission(coursedir, config: Config, assignment: str, student: str) -> Graded:
-    """Grade one student's submission with the engine; what it wrote to autograded/."""
-    root = Path(coursedir.root).resolve()
-    Course.open(root)  # the checks `autograder grade` makes (a course directory, the environment on PATH)
-    course = NbgraderCourse(root, settings=config, gradebook_url=coursedir.db_url)
+def grade_submission(root: str, db_url: str, config: Config | None, assignment: str, student: str) -> Graded:
+    """Grade one student's submission with the engine (``config`` None: the course's
+    nbgrader_config.py); what it wrote to autograded/."""
+    path = Path(root).resolve()
+    plain = Course.open(path)  # the checks `autograder grade` makes (a course directory, the environment on PATH)
+    config = plain.config() if config is None else config
+    course = NbgraderCourse(path, settings=config, gradebook_url=db_url)
     rows, _ = grade_assignment(course, assignment, [student], progress=False, workers=1)
     row = rows[0]
     folder = course.autograded / student / assignment
@@ -85,6 +99,30 @@ def grade_submission(coursedir, config: Config, assignment: str, student: str) -
     if row.status not in UNGRADABLE:
         notebooks = {path.name: path.read_text(encoding="utf-8") for path in sorted(folder.glob("*.ipynb"))}
     return Graded(row.status, row.detail, row.score, row.max_score, notebooks)
+
+
+def needs_own_process() -> bool:
+    """Whether the engine must not fork from this process: other threads are running."""
+    return threading.active_count() > 1
+
+
+def grade_in_own_process(root: str, db_url: str, config: Config, assignment: str, student: str) -> Graded:
+    """``grade_submission`` in a fresh Python process (``python -m autograder.nbgrader_door``)."""
+    with tempfile.TemporaryDirectory(prefix="autograder-door-") as scratch:
+        request, reply = Path(scratch) / "request", Path(scratch) / "reply"
+        try:
+            settings = pickle.dumps(config)
+        except Exception:  # noqa: BLE001 - a config holding functions (hooks): the process reads nbgrader_config.py
+            settings = pickle.dumps(None)
+        request.write_bytes(pickle.dumps((root, db_url, pickle.loads(settings), assignment, student)))
+        done = subprocess.run(
+            [sys.executable, "-m", "autograder.nbgrader_door", str(request), str(reply)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+        )
+        if done.returncode != 0 or not reply.is_file():
+            tail = "\n".join(done.stdout.strip().splitlines()[-5:])
+            raise NbGraderException(f"{student}/{assignment}: the grader's process failed (exit {done.returncode}): {tail}")
+        return pickle.loads(reply.read_bytes())
 
 
 class SandboxedAutogradeExporter(NotebookExporter):
@@ -129,7 +167,11 @@ class SandboxedAutogradeExporter(NotebookExporter):
     def _grade(self, converter, coursedir, assignment: str, student: str) -> Graded:
         log = converter.log
         log.info("Grading %s/%s with the sandboxed autograder (not in a Jupyter kernel)", student, assignment)
-        graded = grade_submission(coursedir, converter.config, assignment, student)
+        grade = grade_submission
+        if needs_own_process():
+            log.info("Other threads run in this process: the grader runs in a fresh process")
+            grade = grade_in_own_process
+        graded = grade(str(coursedir.root), coursedir.db_url, converter.config, assignment, student)
         self._graded[(assignment, student)] = graded
         if graded.status == Status.GRADED:
             log.info("%s/%s: graded, %g / %g", student, assignment, graded.score, graded.max_score)
@@ -138,3 +180,23 @@ class SandboxedAutogradeExporter(NotebookExporter):
         else:
             log.warning("%s/%s: %s, %g / %g: %s", student, assignment, graded.status, graded.score, graded.max_score, graded.detail)
         return graded
+
+
+def _main(request: str, reply: str) -> None:
+    """The fresh process of ``grade_in_own_process``: read the request, grade, write the reply."""
+    import warnings
+
+    warnings.filterwarnings("ignore", module="nbgrader")
+    warnings.filterwarnings("ignore", message=".*not in session.*")
+    graded = grade_submission(*pickle.loads(Path(request).read_bytes()))
+    Path(reply).write_bytes(pickle.dumps(graded))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip the interpreter's teardown of torch and the engine, as the autograder command does
+
+
+if __name__ == "__main__":
+    # Through the imported module, so that the reply pickles as autograder.nbgrader_door.Graded, not __main__.Graded.
+    from autograder.nbgrader_door import _main as main
+
+    main(*sys.argv[1:3])

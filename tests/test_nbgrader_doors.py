@@ -34,6 +34,7 @@ from sqlalchemy import text
 from autograder.collect import Submission
 from autograder.course import Course
 from autograder.grade import grade_assignment
+from autograder import nbgrader_door
 from autograder.nbgrader_door import SandboxedAutogradeExporter
 from autograder.record import COMMENT_PREFIX, STATUS_TABLE, GradebookWriter
 from autograder.release import generate_release
@@ -161,7 +162,7 @@ def test_the_config_routes_autograde_to_the_engine(doors):
         SandboxedAutogradeExporter().from_notebook_node(nbformat.v4.new_notebook())
 
 
-def test_every_door_gives_a_cheat_the_trusted_score(doors):
+def test_every_door_gives_a_cheat_the_trusted_score(doors, monkeypatch):
     course, _, _ = doors
     _submit(course, "cheat", _cheat(course))
 
@@ -181,6 +182,13 @@ def test_every_door_gives_a_cheat_the_trusted_score(doors):
 
     result = _api(course).autograde(ASSIGNMENT, "cheat")
     assert result["success"], result
+    assert _rows(course, "cheat") == trusted
+
+    # In the formgrader's Jupyter server (other threads running) the engine runs in its own process.
+    monkeypatch.setattr(nbgrader_door, "needs_own_process", lambda: True)
+    result = _api(course).autograde(ASSIGNMENT, "cheat")
+    assert result["success"], result
+    assert "in a fresh process" in result["log"]
     assert _rows(course, "cheat") == trusted
 
     # Without --force, nbgrader skips what is already autograded, as it always does.
