@@ -16,10 +16,10 @@ nbgrader keeps what it is good at (finding the submissions, ``--student``,
 rows, exit codes and the API's success/log reply); its preprocessors, its
 Execute among them, never run.
 
-Inside a process with other threads (the Jupyter server behind the formgrader's
-button) the engine runs in a fresh Python process of its own: the engine forks
-its pool processes, and a fork taken while another thread holds a lock can
-hang; the server also never imports torch.  Elsewhere (``nbgrader autograde``,
+Inside the Jupyter server behind the formgrader's button, or any process with
+other threads, the engine runs in a fresh Python process of its own: the engine
+forks its pool processes, a fork taken while another thread holds a lock can
+hang, and the server need not load torch.  Elsewhere (``nbgrader autograde``,
 a script) it runs in-process.
 
 A submission the engine cannot grade (``invalid notebook``, ``missing``,
@@ -102,8 +102,10 @@ def grade_submission(root: str, db_url: str, config: Config | None, assignment: 
 
 
 def needs_own_process() -> bool:
-    """Whether the engine must not fork from this process: other threads are running."""
-    return threading.active_count() > 1
+    """Whether the engine should not run (and fork its pool) in this process: a Jupyter server
+    (the formgrader's), which should neither fork its sockets and event loop nor load torch,
+    or any process with other threads, where a fork can hang on a lock another thread held."""
+    return "jupyter_server.serverapp" in sys.modules or threading.active_count() > 1
 
 
 def grade_in_own_process(root: str, db_url: str, config: Config, assignment: str, student: str) -> Graded:
@@ -169,7 +171,7 @@ class SandboxedAutogradeExporter(NotebookExporter):
         log.info("Grading %s/%s with the sandboxed autograder (not in a Jupyter kernel)", student, assignment)
         grade = grade_submission
         if needs_own_process():
-            log.info("Other threads run in this process: the grader runs in a fresh process")
+            log.info("In a Jupyter server or beside other threads: the grader runs in a fresh process")
             grade = grade_in_own_process
         graded = grade(str(coursedir.root), coursedir.db_url, converter.config, assignment, student)
         self._graded[(assignment, student)] = graded

@@ -383,3 +383,15 @@ def test_only_short_regular_submission_files_reach_autograded(tmp_path):
     (tmp_path / "elsewhere.txt").write_text("2026-11-30 10:00:00.000000 UTC")
     _copy_submission_files(submitted, staged)
     assert list(staged.iterdir()) == []
+
+
+def test_the_formgraders_server_grades_in_a_fresh_process(monkeypatch):
+    """The button's request runs in the Jupyter server: the engine must not fork it (nor load torch there)."""
+    monkeypatch.delitem(sys.modules, "jupyter_server.serverapp", raising=False)
+    monkeypatch.setattr(nbgrader_door.threading, "active_count", lambda: 1)
+    assert not nbgrader_door.needs_own_process()
+    monkeypatch.setitem(sys.modules, "jupyter_server.serverapp", object())
+    assert nbgrader_door.needs_own_process()
+    monkeypatch.delitem(sys.modules, "jupyter_server.serverapp")
+    monkeypatch.setattr(nbgrader_door.threading, "active_count", lambda: 3)
+    assert nbgrader_door.needs_own_process()
