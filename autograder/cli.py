@@ -1,4 +1,4 @@
-"""Command line: ``autograder grade|report|export|release|samples|demo``.  A thin layer over the engine."""
+"""Command line: ``autograder grade|report|export|release|samples|demo|runner``.  A thin layer over the engine."""
 
 from __future__ import annotations
 
@@ -28,8 +28,21 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, metavar="N", help="grade N submissions at a time (default: the number of CPU cores)"
     )
     grade.add_argument(
-        "--device", choices=("cpu", "cuda", "auto"), default="auto", help="where student functions run (default: cuda if available)"
+        "--device", choices=("cpu", "cuda", "auto"), default=None,
+        help="where student functions run (default: c.Runners.device, else cuda if available)",
     )
+    grade.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS",
+        help="grade on the runners of this Dask scheduler (default: c.Runners.scheduler, else on this machine)",
+    )
+
+    runner = commands.add_parser("runner", help="grade submissions for a Dask scheduler (see docs/runners.md)")
+    runner.add_argument("--scheduler", required=True, metavar="ADDRESS", help="the scheduler, e.g. tcp://grading-host:8786")
+    runner.add_argument("--gpu", action="store_true", help="offer this machine's CUDA GPU (refused where torch sees none)")
+    runner.add_argument("--name", default=None, help="this runner's name in grades.csv (default: host-pid)")
+    runner.add_argument("--tls-ca-file", default="", metavar="PEM", help="TLS: the CA certificate (tls:// addresses)")
+    runner.add_argument("--tls-cert", default="", metavar="PEM", help="TLS: this runner's certificate")
+    runner.add_argument("--tls-key", default="", metavar="PEM", help="TLS: this runner's private key")
 
     release = commands.add_parser("release", help="regenerate release/ from source/")
     release.add_argument("assignment", nargs="*", help="default: every assignment")
@@ -68,15 +81,28 @@ def _assignments(course: Course, names: list[str]) -> list[str]:
 
 def run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "grade":
-        resolve_device(args.device)  # a missing GPU is reported before anything else
+    if args.command == "runner":
+        from .runner import RunnerSettings, serve
+
+        tls = RunnerSettings(args.scheduler, tls_ca_file=args.tls_ca_file, tls_cert=args.tls_cert, tls_key=args.tls_key)
+        return serve(args.scheduler, gpu=args.gpu, name=args.name, settings=tls)
     course = Course.open(args.course)
+    if args.command == "grade":
+        from .runner import configured_device, settings_from_config
+
+        config = course.config()
+        runners = settings_from_config(config, args.scheduler)
+        args.device = args.device or configured_device(config) or "auto"
+        if runners is None:
+            resolve_device(args.device)  # a missing GPU is reported before anything else
     workers = getattr(args, "workers", None)
     if workers is None:
         workers = os.cpu_count() or 1
     if args.command == "grade":
         rows, csv_path = grade_assignment(
-            course, args.assignment, args.student, progress=not args.no_progress, workers=workers, device=args.device
+            course, args.assignment, args.student, progress=not args.no_progress, workers=workers, device=args.device,
+            # Without --scheduler, grade_assignment reads c.Runners from nbgrader_config.py itself.
+            **({"runners": runners} if runners is not None else {}),
         )
         print_table(args.assignment, rows, sys.stdout)
         print(f"grades written to {csv_path} and the gradebook at {course.db_url}")
