@@ -4,40 +4,42 @@ Each submission is graded on its own: its own scratch copy of its files, its
 own sandboxed worker per notebook, its own database transaction.  Nothing one
 submission does can reach another's files or grades.
 
-With ``workers`` > 1 the submissions are graded by a pool of processes (each
-with its own pre-warmed sandbox, see zygote.py, and one CPU thread), because
+Submissions are graded by a pool of ``workers`` processes (each with its own
+pre-warmed sandbox, see zygote.py, and one CPU thread; see pool.py), because
 test cells run in the grader and ``forbid`` patches torch for the whole
-process: threads would see each other's patches.  A pool
-process only computes a submission's results; every write (gradebook,
-autograded notebooks, grades.csv) happens here, in this one process, in the
-order submissions finish, so concurrency cannot corrupt the gradebook.
+process, and because a submission whose values keep the grader busy in C code
+can only be stopped by killing the process that grades it.  A pool process only
+computes a submission's results; every write (gradebook, autograded notebooks,
+grades.csv) happens here, in this one process, in the order submissions
+finish, so concurrency cannot corrupt the gradebook.
+
+With runners (``runners``, see runner.py) the submissions are graded on Dask
+runners instead of the local pool: the same job (job.py) and the same grading
+function, and the same recording here, in the order results arrive.
 """
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
+import functools
 import sys
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from . import sandbox, verdict
-from .collect import Submission, collect, plan_notebook, read_submitted, trusted_notebooks
+from .collect import Submission, collect, trusted_notebooks
 from .course import Course
 from .errors import UsageError
-from .execute import NotebookResult, run_notebook
+from .job import JobOutcome, Provenance, build_job, provenance, run_job
+from .pool import DONE, OVERRAN, GradingPool, Outcome
 from .record import GradebookWriter, GradeRow, enrolled_students, knows_assignment, write_csv
 from .release import generate_release
 from .status import Status
 from .wire import safe_text
-from .verdict import DIED, MEMORY, PROTOCOL, TIMEOUT
 
-#: When several things went wrong, the status names the one a TA must see first.
-_PRIORITY = [Status.TAMPERED, Status.MEMORY_LIMIT, Status.TIMEOUT, Status.KERNEL_DIED]
-_EVENT_STATUS = {PROTOCOL: Status.TAMPERED, MEMORY: Status.MEMORY_LIMIT, TIMEOUT: Status.TIMEOUT, DIED: Status.KERNEL_DIED}
+if TYPE_CHECKING:
+    from .runner import RunnerSettings
 
 
 def default_limits(course: Course) -> sandbox.Limits:
@@ -80,16 +82,35 @@ def grade_assignment(
     limits: sandbox.Limits | None = None,
     workers: int = 1,
     device: str = "cpu",
+    runners: "RunnerSettings | None" = None,
 ) -> tuple[list[GradeRow], Path]:
+    """Grade ``assignment`` for ``students`` (default: everyone); with ``runners`` (default: ``c.Runners`` of
+    nbgrader_config.py, so every grading door can use them), on the Dask runners of ``runners.scheduler``
+    (refused at once when none suitable is connected), else on this machine."""
     if not isinstance(workers, int) or workers < 1:
         raise UsageError(f"--workers must be a positive integer, not {workers!r}")
-    device = resolve_device(device)
+    from .runner import settings_from_config
+
+    runners = runners or settings_from_config(course.config())
+    if runners is not None:
+        from .runner import RunnerClient
+
+        client = RunnerClient(runners, device)
+        try:
+            return _grade(course, assignment, students, progress, limits, workers, client.device, client)
+        finally:
+            client.close()
+    return _grade(course, assignment, students, progress, limits, workers, resolve_device(device), None)
+
+
+def _grade(course, assignment, students, progress, limits, workers, device, client) -> tuple[list[GradeRow], Path]:
     course.require_assignment(assignment)
     if not knows_assignment(course, assignment):
         # Hidden tests reach the gradebook when nbgrader generates the release.
         generate_release(course, assignment)
     limits = limits or default_limits(course)
-    mode = sandbox.sandbox_mode()
+    # With runners, the sandbox is theirs: each graded row names the runner's mode.
+    mode = sandbox.sandbox_mode() if client is None else ""
     sandbox.sweep_leftovers()
     trusted = trusted_notebooks(course, assignment)
     submissions = collect(course, assignment, trusted, students, enrolled_students(course))
@@ -105,22 +126,24 @@ def grade_assignment(
         bar = tqdm(total=len(submissions), desc=f"grading {assignment}", unit="student", disable=not progress)
         bar.update(len(submissions) - len(todo))
         workers = min(workers, max(len(todo), 1))
+        jobs = [(position, (submissions[position], trusted, limits, mode, device, course.release),
+                 submission_budget(limits, submissions[position], trusted)) for position in todo]
+        here = provenance(device)  # asked here, before the pool forks (see job.run_job)
         try:
-            if workers == 1:
-                with _one_cpu_thread():
-                    sandbox.warm_up(limits, mode, device, optimizers)
-                    for position in todo:
-                        submission = submissions[position]
-                        try:
-                            results, status, detail = _grade_one(submission, trusted, limits, mode, device, course.release)
-                            rows[position] = writer.graded(submission, results, status, detail, mode)
-                        except Exception as err:  # noqa: BLE001 - one submission must not stop the class
-                            rows[position] = _grader_error(writer, submission, err, mode)
-                        bar.update()
+            if client is not None:
+                builders = [(position, functools.partial(build_job, submissions[position], trusted, limits, device, course.release,
+                                                         optimizers)) for position in todo]
+                for position, outcome in client.run(builders):
+                    rows[position] = _record(writer, submissions[position], outcome, mode, here)
+                    bar.update()
             else:
-                _grade_in_pool(writer, course, submissions, todo, trusted, limits, mode, device, optimizers, workers, rows, bar)
+                pool = GradingPool(workers, _grade_one, initializer=_pool_init, initargs=(limits, mode, device, optimizers))
+                pool.after_loss = sandbox.sweep_leftovers
+                with pool:
+                    for position, outcome in pool.run(jobs):
+                        rows[position] = _record(writer, submissions[position], outcome, mode, here)
+                        bar.update()
         finally:
-            sandbox.stop_zygotes()
             bar.close()
     done = [row for row in rows if row is not None]
     # Grading some students (--student) updates their rows; the rest of the class stays.
@@ -128,101 +151,54 @@ def grade_assignment(
     return done, csv_path
 
 
-def _grade_in_pool(writer, course, submissions, todo, trusted, limits, mode, device, optimizers, workers, rows, bar) -> None:
-    # fork: the pool processes start with the grader's imports (torch, the engine) already loaded,
-    # instead of paying seconds of imports each; they run no student code and touch no database.
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_init, initargs=(limits, mode, device, optimizers)) as pool:
-        pending: dict[Future, int] = {}
-        queue = list(todo)
-        # At most two submissions per process in flight: results arrive (and are recorded) as they finish.
-        while queue or pending:
-            while queue and len(pending) < 2 * workers:
-                position = queue.pop(0)
-                future = pool.submit(_grade_one, submissions[position], trusted, limits, mode, device, course.release)
-                pending[future] = position
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                position = pending.pop(future)
-                try:
-                    results, status, detail = future.result()
-                    rows[position] = writer.graded(submissions[position], results, status, detail, mode)
-                except Exception as err:  # noqa: BLE001 - one submission must not stop the class
-                    rows[position] = _grader_error(writer, submissions[position], err, mode)
-                bar.update()
+def submission_budget(limits: sandbox.Limits, submission: Submission, trusted: dict) -> float:
+    """The hard wall-clock limit on grading one submission (see ``Limits.submission_seconds``)."""
+    return limits.submission_seconds(sum(1 for name in trusted if (submission.folder / name).is_file()))
 
 
-def _grader_error(writer: GradebookWriter, submission: Submission, error: Exception, mode: str) -> GradeRow:
+def _record(writer: GradebookWriter, submission: Submission, outcome: Outcome, mode: str, here: Provenance) -> GradeRow:
+    """Write one submission's outcome to the gradebook, whatever it is, with where it was graded
+    (a runner's outcome says which; the local pool's is ``here``)."""
+    where = (getattr(outcome, "provenance", None) or here).as_dict()
+    mode = getattr(outcome, "sandbox", "") or mode
+    try:
+        if outcome.kind == DONE:
+            graded: JobOutcome = outcome.value
+            return writer.graded(submission, graded.results, graded.status, graded.detail, graded.sandbox or mode, provenance=where)
+        if outcome.kind == OVERRAN:
+            return writer.ungraded(submission, Status.TIMEOUT, outcome.detail, mode, provenance=where)
+        return _grader_error(writer, submission, outcome.detail, mode, where)
+    except Exception as err:  # noqa: BLE001 - one submission must not stop the class
+        return _grader_error(writer, submission, f"{type(err).__name__}: {safe_text(err, 300)}", mode, where)
+
+
+def _grader_error(writer: GradebookWriter, submission: Submission, error: str, mode: str, where: dict | None = None) -> GradeRow:
     """Record that the grader failed on this submission, naming the student and the error, and go on."""
-    detail = f"the grader failed on {submission.student}'s submission ({type(error).__name__}: {safe_text(error, 300)}); rerun to retry"
+    detail = f"the grader failed on {submission.student}'s submission ({safe_text(error, 300)}); rerun to retry"
     print(f"warning: {detail}", file=sys.stderr)
-    return writer.ungraded(submission, Status.GRADER_ERROR, detail, mode)
+    return writer.ungraded(submission, Status.GRADER_ERROR, detail, mode, provenance=where)
 
 
 def _pool_init(limits: sandbox.Limits, mode: str, device: str, optimizers: bool) -> None:
     """A pool process: one CPU thread and a warm sandbox before the first submission.
 
-    It ends with the grader, even a grader killed by SIGKILL (and its sandboxes,
-    started with bwrap --die-with-parent, end with it), and it stops its zygote
-    when it exits normally: pool processes run no atexit handlers."""
-    import multiprocessing.util
-
+    It ends with the grader, even a grader killed by SIGKILL, and its sandboxes,
+    started with bwrap --die-with-parent, end with it."""
     import torch
 
     sandbox.die_with_parent()
-    multiprocessing.util.Finalize(None, sandbox.stop_zygotes, exitpriority=10)
     torch.set_num_threads(1)
     sandbox.warm_up(limits, mode, device, optimizers)
 
 
-@contextlib.contextmanager
-def _one_cpu_thread() -> Iterator[None]:
-    """The grader's own torch work is the test cells' references on small tensors, where
-    more threads only add synchronisation and compete with the sandboxed workers (one thread each)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _grade_one(
     submission: Submission, trusted: dict, limits: sandbox.Limits, mode: str, device: str, release: Path
-) -> tuple[list[NotebookResult], Status, str]:
-    """Run one submission's notebooks; writes nothing (the caller records the results)."""
-    verdict.roundings_scale = verdict.CUDA_ROUNDINGS_SCALE if device == "cuda" else 1.0
-    files = sandbox.submission_files(submission.folder, release / submission.assignment)
-    scratch = sandbox.prepare_scratch(files)
-    results: list[NotebookResult] = []
-    try:
-        for name, notebook in sorted(trusted.items()):
-            if not (submission.folder / name).is_file():
-                continue  # a notebook the gradebook knows but source/ no longer has: recorded as unanswered
-            plan = plan_notebook(read_submitted(submission.folder / name), notebook)
-            results.append(run_notebook(name, plan, scratch, limits, mode, device))
-    finally:
-        sandbox.remove_tree(scratch)
-    status, detail = _outcome(results)
-    return results, status, detail
+) -> JobOutcome:
+    """Run one submission's notebooks; writes nothing (the caller records the results).  The job is
+    what a runner would receive (job.py): local grading and runners call the same ``run_job``."""
+    return run_job(build_job(submission, trusted, limits, device, release), mode)
 
 
 def _mentions_optimizers(release: Path) -> bool:
     """Whether the released notebooks talk about torch.optim, so student code is likely to build optimizers."""
     return any("optim" in path.read_text(errors="replace") for path in release.glob("*.ipynb"))
-
-
-def _outcome(results: list[NotebookResult]) -> tuple[Status, str]:
-    found: dict[Status, list[str]] = {}
-    for result in results:
-        prefix = f"{result.name}: " if len(results) > 1 else ""
-        for finding in result.plan.findings:
-            found.setdefault(Status.TAMPERED, []).append(prefix + finding)
-        for event in result.events:
-            found.setdefault(_EVENT_STATUS.get(event.kind, Status.KERNEL_DIED), []).append(prefix + event.detail)
-    status = next((s for s in _PRIORITY if s in found), Status.GRADED)
-    details = [line for s in _PRIORITY for line in dict.fromkeys(found.get(s, []))]
-    detail = "; ".join(details)
-    return status, detail if len(detail) <= 1500 else detail[:1500] + " ..."

@@ -53,9 +53,8 @@ class GradingJob:
         return f"{self.assignment}/{self.student}"
 
     def budget(self) -> float:
-        """The hard wall-clock limit on grading this job, as ``grade.submission_budget`` gives it for
-        local grading: each submitted notebook's own budget, plus time to start and record."""
-        return max(len(self.trusted), 1) * self.limits.grading_seconds + 60.0
+        """The hard wall-clock limit on grading this job, the same as for local grading."""
+        return self.limits.submission_seconds(len(self.trusted))
 
     def size(self) -> int:
         return sum(len(data) for data in self.blobs.values())

@@ -308,7 +308,8 @@ class GradebookWriter:
         shutil.rmtree(course.autograded / submission.student / submission.assignment, ignore_errors=True)
         session = gradebook.db
         try:
-            if status in (Status.INVALID_NOTEBOOK, Status.GRADER_ERROR):
+            # Whatever an earlier run recorded no longer holds: the answers await a person.
+            if status in (Status.INVALID_NOTEBOOK, Status.GRADER_ERROR, Status.TIMEOUT, Status.KERNEL_DIED):
                 record = _submission_row(gradebook, submission, _timestamp(course, submission))
                 for notebook in record.notebooks:
                     for grade in notebook.grades:

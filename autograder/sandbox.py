@@ -76,6 +76,11 @@ class Limits:
         sandboxes, and the grader's own work on the values the student's code sent back."""
         return self.notebook_seconds + self.startup_seconds + 60.0
 
+    def submission_seconds(self, notebooks: int) -> float:
+        """The hard wall-clock limit on grading one submission of ``notebooks`` notebooks (see pool.py):
+        each notebook's own budget, which execute.run_notebook enforces gently, plus time to start and record."""
+        return max(notebooks, 1) * self.grading_seconds + 60.0
+
     def for_worker(self) -> dict:
         return {
             "memory_bytes": self.memory_bytes,
