@@ -74,9 +74,9 @@ class Lab:
     token: str
     env: dict
 
-    def run(self, *command: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-        """A command in the course directory (the TA's or the student's terminal)."""
-        done = subprocess.run(list(command), cwd=self.course.root, env=self.env, capture_output=True, text=True,
+    def run(self, *command: str, check: bool = True, timeout: int = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """A command in the course directory (the TA's or the student's terminal), or in ``cwd``."""
+        done = subprocess.run(list(command), cwd=cwd or self.course.root, env=self.env, capture_output=True, text=True,
                               timeout=timeout)
         if check:
             assert done.returncode == 0, f"{' '.join(command)}: {done.stdout[-2000:]} {done.stderr[-2000:]}"

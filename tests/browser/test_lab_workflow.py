@@ -101,16 +101,20 @@ def test_the_student_fetches_and_submits_a_released_assignment(page, lab, screen
 
 @pytest.fixture(scope="module")
 def graded(lab):
-    """The TA collects the class and grades it; one more student handed in a tampered notebook."""
-    lab.run("nbgrader", "collect", ASSIGNMENT)
-    assert (lab.course.submitted / STUDENT / ASSIGNMENT / NOTEBOOK).is_file()
+    """One more student submits a tampered notebook through the exchange; the TA collects the
+    class and grades it."""
     tampered = _solved(lab)
     for cell in tampered.cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "test_one_hot_basic":
             cell.source = "pass  # the test, edited away"
-    folder = lab.course.submitted / "tampered" / ASSIGNMENT
-    folder.mkdir(parents=True)
-    nbformat.write(tampered, folder / NOTEBOOK)
+    home = lab.course.root.parent / "tampered-home"  # another student: own folder, own exchange cache
+    (home / ASSIGNMENT).mkdir(parents=True)
+    nbformat.write(tampered, home / ASSIGNMENT / NOTEBOOK)
+    lab.run("nbgrader", "submit", ASSIGNMENT, "--student", "tampered", "--course", "lossfn",
+            f"--Exchange.root={lab.course.root / 'exchange'}", f"--Exchange.cache={home / 'cache'}", cwd=home)
+    lab.run("nbgrader", "collect", ASSIGNMENT)
+    for student in (STUDENT, "tampered"):
+        assert (lab.course.submitted / student / ASSIGNMENT / NOTEBOOK).is_file(), student
     lab.run("autograder", "grade", ASSIGNMENT, "--workers", "2", "--no-progress")
     with Gradebook(lab.course.db_url) as gradebook:
         return {
