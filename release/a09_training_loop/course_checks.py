@@ -18,7 +18,7 @@ import contextlib
 import functools
 import importlib
 import math
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -434,11 +434,28 @@ def _argument_names(args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
     return named + [(f"argument {key!r}", value) for key, value in kwargs.items()]
 
 
+#: Changes student functions made to their inputs that the grader saw but did not copy back
+#: (see ``report_mutations``), oldest first; a test cell starts with none.
+_REPORTED_MUTATIONS: list[str] = []
+
+
+def report_mutations(function: str, changes: Sequence[str]) -> None:
+    """Record that ``function`` changed its caller's inputs in place.
+
+    The sandboxed grader calls this instead of copying the change back: a test's
+    arguments stay as the test made them, so a reference computed from them after
+    the call is computed from what the test passed.  ``check_not_mutated`` and
+    the verdict's note read what was reported."""
+    _REPORTED_MUTATIONS.extend(f"{function}: {change}" for change in changes)
+
+
 def check_not_mutated(fn: Callable[..., Any], *args: Any, what: str, hint: str | None = None, **kwargs: Any) -> Any:
     """Call ``fn`` and fail if it changed any argument (values, requires_grad, .grad); return its result."""
     before = [(name, value, _snapshot(value)) for name, value in _argument_names(args, kwargs)]
+    reported = len(_REPORTED_MUTATIONS)
     result = fn(*args, **kwargs)
     changes = [change for name, value, snap in before for change in _changes(value, snap, name)]
+    changes += [change.partition(": ")[2] for change in _REPORTED_MUTATIONS[reported:]]
     if changes:
         _fail(f"{what} changed its caller's input: {'; '.join(changes[:3])}",
               hint or "work on a new tensor (`x = x - ...`, `x.clone()`), never on the caller's one")
@@ -562,8 +579,7 @@ def forbid(*qualnames: str, hint: str | None = None) -> Iterator[None]:
             original = getattr(owner, attr)
 
             def refuse(*_args: Any, _name: str = qualname, **_kwargs: Any) -> Any:
-                message = f"this exercise is from scratch, but your code called {_name}"
-                raise ForbiddenCallError(f"{message}. {HINT}{hint}" if hint else message)
+                raise ForbiddenCallError(forbidden_call_message(_name, hint))
 
             functools.update_wrapper(refuse, original, updated=())
             saved.append((owner, attr, original))
@@ -581,6 +597,71 @@ def forbid(*qualnames: str, hint: str | None = None) -> Iterator[None]:
         _ACTIVE_FORBIDS.pop()
         for owner, attr, original in reversed(saved):
             setattr(owner, attr, original)
+
+
+
+#: What each forbiddable library function leaves in torch's dispatcher when it runs, under
+#: whatever Python name it was reached (an alias saved before the rule applied, a method,
+#: ``torch.ops.aten``, an ``nn`` module that wraps it).  The sandboxed worker records the
+#: dispatcher's events during a call made under ``forbid(...)``, and the grader, outside
+#: the student's process, refuses the call when one of the forbidden function's events is
+#: among them.  Names are the profiler's: ``aten::<op>`` for operators, the
+#: ``record_function`` label for an optimizer's step; a trailing ``*`` matches any ending.  A function missing here is refused
+#: by name only; tests/test_engine_forbid.py checks that every name the course forbids is here.
+_SOFTMAX_EVENTS = ("aten::softmax", "aten::_softmax", "aten::special_softmax")
+_LOG_SOFTMAX_EVENTS = ("aten::log_softmax", "aten::_log_softmax", "aten::special_log_softmax")
+_LOGSUMEXP_EVENTS = ("aten::logsumexp", "aten::special_logsumexp")
+_NLL_EVENTS = ("aten::nll_loss", "aten::nll_loss_nd", "aten::nll_loss_forward", "aten::nll_loss2d", "aten::nll_loss2d_forward")
+DISPATCHER_EVENTS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("torch.softmax", "torch.Tensor.softmax", "torch.nn.functional.softmax", "torch.special.softmax"),
+                    _SOFTMAX_EVENTS),
+    **dict.fromkeys(("torch.log_softmax", "torch.Tensor.log_softmax", "torch.nn.functional.log_softmax",
+                     "torch.special.log_softmax"), _LOG_SOFTMAX_EVENTS),
+    **dict.fromkeys(("torch.logsumexp", "torch.Tensor.logsumexp", "torch.special.logsumexp"), _LOGSUMEXP_EVENTS),
+    "torch.nn.functional.cross_entropy": ("aten::cross_entropy_loss",),
+    "torch.nn.functional.nll_loss": _NLL_EVENTS,
+    "torch.nn.functional.binary_cross_entropy": ("aten::binary_cross_entropy",),
+    "torch.nn.functional.binary_cross_entropy_with_logits": ("aten::binary_cross_entropy_with_logits",),
+    "torch.nn.functional.one_hot": ("aten::one_hot",),
+    "torch.nn.functional.softplus": ("aten::softplus",),
+    **dict.fromkeys(("torch.sigmoid", "torch.Tensor.sigmoid", "torch.nn.functional.sigmoid", "torch.special.expit"),
+                    ("aten::sigmoid", "aten::special_expit")),
+    "torch.binary_cross_entropy_with_logits": ("aten::binary_cross_entropy_with_logits",),
+    # Every way of asking autograd for a gradient runs its engine, which labels each step.
+    **dict.fromkeys(("torch.Tensor.backward", "torch.autograd.backward", "torch.autograd.grad", "torch.func.grad",
+                     "torch.func.grad_and_value", "torch.func.jacrev", "torch.func.vjp"),
+                    ("autograd::engine::evaluate_function: *",)),
+}
+
+
+def forbidden_event(events: Iterable[str], qualnames: Sequence[str]) -> tuple[str, str] | None:
+    """The first of ``events`` that shows one of ``qualnames`` ran, as ``(event, qualname)``; else None.
+
+    A forbidden optimizer class (``torch.optim.Adam``) shows as the label torch gives any
+    optimizer's step, ``Optimizer.step#<class>.step``: a subclass of it steps the same way."""
+    exact: dict[str, str] = {}
+    prefixes: list[tuple[str, str]] = []
+    for qualname in qualnames:
+        for pattern in DISPATCHER_EVENTS.get(qualname, ()):
+            if pattern.endswith("*"):
+                prefixes.append((pattern[:-1], qualname))
+            else:
+                exact.setdefault(pattern, qualname)
+    optimizers = [q for q in qualnames if q.startswith("torch.optim.") and q.rpartition(".")[2][:1].isupper()]
+    if optimizers:
+        prefixes.append(("Optimizer.step#", optimizers[0]))
+    for event in events:
+        if event in exact:
+            return event, exact[event]
+        for prefix, qualname in prefixes:
+            if event.startswith(prefix):
+                return event, qualname
+    return None
+
+
+def forbidden_call_message(qualname: str, hint: str | None) -> str:
+    message = f"this exercise is from scratch, but your code called {qualname}"
+    return f"{message}. {HINT}{hint}" if hint else message
 
 
 # -- self-checking answers ---------------------------------------------------
