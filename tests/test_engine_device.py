@@ -25,11 +25,11 @@ LIMITS = sandbox.Limits(cell_seconds=30, notebook_seconds=120, restarts=1)
 
 
 @pytest.mark.skipif(CUDA, reason="this machine has a GPU")
-def test_cuda_without_a_gpu_is_a_one_line_usage_error(tmp_path, capsys, monkeypatch):
+def test_cuda_without_a_gpu_is_a_one_line_usage_error(course, capsys, monkeypatch):
     with pytest.raises(UsageError, match="no CUDA GPU"):
         resolve_device("cuda")
     assert resolve_device("auto") == "cpu"
-    monkeypatch.setattr(sys, "argv", ["autograder", "grade", "a01_encoding", "--course", str(tmp_path), "--device", "cuda"])
+    monkeypatch.setattr(sys, "argv", ["autograder", "grade", "a01_encoding", "--course", str(course.root), "--device", "cuda"])
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code == 2

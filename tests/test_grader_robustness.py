@@ -20,7 +20,7 @@ from autograder.record import MAX_TIMESTAMP_BYTES, _timestamp
 from autograder.grade import grade_assignment
 from autograder.record import stored_statuses
 from autograder.status import Status
-from fixture import ASSIGNMENT, children_left, make_course, orphans_come_here, release_notebook, submit
+from fixture import ASSIGNMENT, children_left, children_now, make_course, orphans_come_here, release_notebook, submit
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -200,9 +200,10 @@ def test_grader_work_stuck_in_c_code_is_stopped_at_the_submission_s_budget(tmp_p
     real_budget = grade_module.submission_budget
     monkeypatch.setattr(grade_module, "submission_budget", lambda limits, submission, trusted:
                         10.0 if submission.student == "mmm_stuck" else real_budget(limits, submission, trusted))
+    already = children_now()
     with orphans_come_here():
         rows, _ = grade_assignment(course, ASSIGNMENT, None, progress=False, workers=2)
-        left = children_left()
+        left = children_left(before=already)
 
     by_student = {row.student: row for row in rows}
     stuck = by_student["mmm_stuck"]

@@ -69,8 +69,8 @@ def orphans_come_here():
         libc.prctl(36, 0, 0, 0, 0)
 
 
-def children_left(grace_seconds: float = 10.0) -> list[str]:
-    """This process's live children (reaping the ones that have ended), after letting them end."""
+def children_left(grace_seconds: float = 10.0, before: frozenset[str] = frozenset()) -> list[str]:
+    """This process's live children (reaping the ones that have ended) not in ``before``, after letting them end."""
     deadline = time.monotonic() + grace_seconds
     while True:
         with contextlib.suppress(ChildProcessError):
@@ -86,8 +86,13 @@ def children_left(grace_seconds: float = 10.0) -> list[str]:
                         command = handle.read().replace(b"\0", b" ").decode(errors="replace")[:120]
                 except OSError:
                     continue
-                if int(fields[1]) == os.getpid() and fields[0] != "Z":
+                if int(fields[1]) == os.getpid() and fields[0] != "Z" and entry not in before:
                     alive.append(f"{entry}: {command}")
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.2)
+
+
+def children_now() -> frozenset[str]:
+    """Pids of this process's children now (a session's servers, say), to leave out of ``children_left``."""
+    return frozenset(line.split(":", 1)[0] for line in children_left(0.0))
