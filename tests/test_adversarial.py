@@ -12,7 +12,6 @@ mid-run and run again loses and doubles nothing.
 from __future__ import annotations
 
 import csv
-
 import hashlib
 import os
 import signal
